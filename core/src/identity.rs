@@ -1,0 +1,476 @@
+//! Who a token is for: the managed identity and the resource (audience).
+//!
+//! Values are validated on construction, so every `Identity` and `Resource` that exists can be
+//! written into a request line without further checks (no CR/LF, no NUL, bounded length).
+
+use core::fmt;
+
+/// Longest resource accepted (D2).
+pub const MAX_RESOURCE_LEN: usize = 512;
+/// Longest ARM resource id accepted (D2).
+pub const MAX_RESOURCE_ID_LEN: usize = 512;
+/// Length of a GUID in its canonical 8-4-4-4-12 text form.
+pub const GUID_LEN: usize = 36;
+
+/// How a user-assigned identity is selected, or that the system-assigned one is meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum IdentityKind {
+    /// The system-assigned identity (no selector on the wire).
+    System = 0,
+    /// A user-assigned identity chosen by its client (application) id, a GUID.
+    ClientId = 1,
+    /// A user-assigned identity chosen by its object (principal) id, a GUID.
+    ObjectId = 2,
+    /// A user-assigned identity chosen by its ARM resource id.
+    ResourceId = 3,
+}
+
+impl IdentityKind {
+    /// The kind for a stored discriminant, if it names one.
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::System,
+            1 => Self::ClientId,
+            2 => Self::ObjectId,
+            3 => Self::ResourceId,
+            _ => return None,
+        })
+    }
+}
+
+/// Why an identity selector was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The value is empty.
+    Empty,
+    /// A client or object id is not a GUID (8-4-4-4-12 hexadecimal digits).
+    NotAGuid,
+    /// The ARM resource id is longer than 512 bytes.
+    TooLong,
+    /// The ARM resource id does not have the `/subscriptions/…/providers/…/…/name` shape.
+    NotAResourceId,
+    /// The value contains a control character, a space, CR/LF or NUL.
+    ControlCharacter,
+}
+
+impl IdentityError {
+    /// A short description of the error.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Empty => "identity selector is empty",
+            Self::NotAGuid => "client or object id is not a GUID",
+            Self::TooLong => "ARM resource id is longer than 512 bytes",
+            Self::NotAResourceId => "not an ARM resource id (/subscriptions/…/providers/…)",
+            Self::ControlCharacter => "identity selector contains a control character or space",
+        }
+    }
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::error::Error for IdentityError {}
+
+/// A managed identity: the system-assigned one, or a user-assigned one by a selector.
+///
+/// The selector text is kept as given (it is sent on the wire as given); comparisons and
+/// cache keys ignore ASCII case (D3).
+#[derive(Clone, Copy, Debug)]
+pub struct Identity<'a> {
+    kind: IdentityKind,
+    value: &'a str,
+}
+
+impl<'a> Identity<'a> {
+    /// The system-assigned identity.
+    pub const SYSTEM: Identity<'static> = Identity {
+        kind: IdentityKind::System,
+        value: "",
+    };
+
+    /// A user-assigned identity by client id.
+    ///
+    /// ```
+    /// use imds_cache::Identity;
+    /// assert!(Identity::client_id("fe83865b-495e-4ec7-9574-12b264882c9f").is_ok());
+    /// assert!(Identity::client_id("not-a-guid").is_err());
+    /// ```
+    pub fn client_id(value: &'a str) -> Result<Self, IdentityError> {
+        check_guid(value)?;
+        Ok(Self {
+            kind: IdentityKind::ClientId,
+            value,
+        })
+    }
+
+    /// A user-assigned identity by object (principal) id.
+    pub fn object_id(value: &'a str) -> Result<Self, IdentityError> {
+        check_guid(value)?;
+        Ok(Self {
+            kind: IdentityKind::ObjectId,
+            value,
+        })
+    }
+
+    /// A user-assigned identity by ARM resource id
+    /// (`/subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}`).
+    pub fn resource_id(value: &'a str) -> Result<Self, IdentityError> {
+        check_resource_id(value)?;
+        Ok(Self {
+            kind: IdentityKind::ResourceId,
+            value,
+        })
+    }
+
+    /// An identity of the given kind; `value` is ignored for [`IdentityKind::System`].
+    pub fn new(kind: IdentityKind, value: &'a str) -> Result<Self, IdentityError> {
+        match kind {
+            IdentityKind::System => Ok(Identity { kind, value: "" }),
+            IdentityKind::ClientId => Self::client_id(value),
+            IdentityKind::ObjectId => Self::object_id(value),
+            IdentityKind::ResourceId => Self::resource_id(value),
+        }
+    }
+
+    /// How this identity is selected.
+    pub const fn kind(&self) -> IdentityKind {
+        self.kind
+    }
+
+    /// The selector text as given (empty for the system-assigned identity).
+    pub const fn value(&self) -> &'a str {
+        self.value
+    }
+}
+
+impl PartialEq for Identity<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.value.eq_ignore_ascii_case(other.value)
+    }
+}
+
+impl Eq for Identity<'_> {}
+
+fn check_visible(value: &str) -> Result<(), IdentityError> {
+    if value.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(IdentityError::ControlCharacter);
+    }
+    Ok(())
+}
+
+fn check_guid(value: &str) -> Result<(), IdentityError> {
+    if value.is_empty() {
+        return Err(IdentityError::Empty);
+    }
+    check_visible(value)?;
+    let b = value.as_bytes();
+    if b.len() != GUID_LEN {
+        return Err(IdentityError::NotAGuid);
+    }
+    let ok = b.iter().enumerate().all(|(i, c)| match i {
+        8 | 13 | 18 | 23 => *c == b'-',
+        _ => c.is_ascii_hexdigit(),
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::NotAGuid)
+    }
+}
+
+fn check_resource_id(value: &str) -> Result<(), IdentityError> {
+    if value.is_empty() {
+        return Err(IdentityError::Empty);
+    }
+    if value.len() > MAX_RESOURCE_ID_LEN {
+        return Err(IdentityError::TooLong);
+    }
+    check_visible(value)?;
+    if value
+        .bytes()
+        .any(|b| matches!(b, b'?' | b'#' | b'&' | b'%' | b'\\'))
+    {
+        return Err(IdentityError::NotAResourceId);
+    }
+    // /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}
+    let mut parts = value.split('/');
+    let shape = [
+        Some("subscriptions"),
+        None,
+        Some("resourcegroups"),
+        None,
+        Some("providers"),
+        None,
+        None,
+        None,
+    ];
+    if parts.next() != Some("") {
+        return Err(IdentityError::NotAResourceId);
+    }
+    for expected in shape {
+        match parts.next() {
+            Some(p) if !p.is_empty() => {
+                if let Some(word) = expected {
+                    if !p.eq_ignore_ascii_case(word) {
+                        return Err(IdentityError::NotAResourceId);
+                    }
+                }
+            }
+            _ => return Err(IdentityError::NotAResourceId),
+        }
+    }
+    if parts.next().is_some() {
+        return Err(IdentityError::NotAResourceId);
+    }
+    Ok(())
+}
+
+/// Why a resource or scope was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResourceError {
+    /// The resource is empty (or the scope was only `/.default`).
+    Empty,
+    /// The resource is longer than 512 bytes.
+    TooLong,
+    /// The resource contains a control character, CR/LF, NUL or a space.
+    ControlCharacter,
+    /// No scope was given.
+    NoScope,
+    /// More than one scope was given; a managed-identity token has one audience.
+    MultipleScopes,
+}
+
+impl ResourceError {
+    /// A short description of the error.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Empty => "resource is empty",
+            Self::TooLong => "resource is longer than 512 bytes",
+            Self::ControlCharacter => "resource contains a control character or space",
+            Self::NoScope => "no scope given",
+            Self::MultipleScopes => "more than one scope given",
+        }
+    }
+}
+
+impl fmt::Display for ResourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::error::Error for ResourceError {}
+
+/// The resource (audience) a token is requested for, e.g. `https://management.azure.com`.
+///
+/// Compared byte for byte: case and a trailing slash change the token's `aud` (D3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resource<'a>(&'a str);
+
+impl<'a> Resource<'a> {
+    /// A resource given as is.
+    pub fn new(value: &'a str) -> Result<Self, ResourceError> {
+        if value.is_empty() {
+            return Err(ResourceError::Empty);
+        }
+        if value.len() > MAX_RESOURCE_LEN {
+            return Err(ResourceError::TooLong);
+        }
+        if value.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(ResourceError::ControlCharacter);
+        }
+        Ok(Self(value))
+    }
+
+    /// The resource for one scope: a trailing `/.default` is stripped, exactly once.
+    ///
+    /// ```
+    /// use imds_cache::Resource;
+    /// let r = Resource::from_scopes(&["https://management.azure.com/.default"]).unwrap();
+    /// assert_eq!(r.as_str(), "https://management.azure.com");
+    /// ```
+    pub fn from_scopes(scopes: &[&'a str]) -> Result<Self, ResourceError> {
+        match scopes {
+            [] => Err(ResourceError::NoScope),
+            [scope] => Self::new(scope.strip_suffix("/.default").unwrap_or(scope)),
+            _ => Err(ResourceError::MultipleScopes),
+        }
+    }
+
+    /// The resource text.
+    pub const fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// The kind of managed-identity endpoint a request goes to; each has its own wire form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Flavour {
+    /// The Instance Metadata Service on VMs and scale sets (`169.254.169.254`).
+    Imds = 0,
+    /// App Service / Functions / Container Apps, protocol 2019-08-01.
+    AppService2019 = 1,
+    /// The `MSI_ENDPOINT` + `MSI_SECRET` form of 2017-09-01 (App Service 2017, Azure ML).
+    Msi2017 = 2,
+    /// Azure Arc-enabled servers (HIMDS), with its key-file challenge.
+    Arc = 3,
+    /// Azure Cloud Shell (form POST).
+    CloudShell = 4,
+    /// Azure Service Fabric (HTTPS with a pinned thumbprint).
+    ServiceFabric = 5,
+    /// The retired VM extension at `localhost:50342` (chosen only explicitly).
+    VmExtension = 6,
+}
+
+impl Flavour {
+    /// Number of flavours (for per-flavour tables).
+    pub const COUNT: usize = 7;
+
+    /// Every flavour, in discriminant order.
+    pub const ALL: [Flavour; Self::COUNT] = [
+        Self::Imds,
+        Self::AppService2019,
+        Self::Msi2017,
+        Self::Arc,
+        Self::CloudShell,
+        Self::ServiceFabric,
+        Self::VmExtension,
+    ];
+
+    /// The flavour for a stored discriminant, if it names one.
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RID: &str = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1";
+
+    #[test]
+    fn guids() {
+        let cases: &[(&str, Result<(), IdentityError>)] = &[
+            ("fe83865b-495e-4ec7-9574-12b264882c9f", Ok(())),
+            ("5E29463D-71DA-4FE0-8E69-999B57DB23B0", Ok(())),
+            ("", Err(IdentityError::Empty)),
+            (
+                "fe83865b495e4ec7957412b264882c9f",
+                Err(IdentityError::NotAGuid),
+            ),
+            (
+                "fe83865b-495e-4ec7-9574-12b264882c9g",
+                Err(IdentityError::NotAGuid),
+            ),
+            (
+                "fe83865b-495e-4ec7-9574-12b264882c9f0",
+                Err(IdentityError::NotAGuid),
+            ),
+            (
+                "712eac09-e943-418c-9be6-9fd5c91078bl",
+                Err(IdentityError::NotAGuid),
+            ),
+            (
+                "fe83865b-495e-4ec7-9574\r12b264882c9f",
+                Err(IdentityError::ControlCharacter),
+            ),
+            (
+                "fe83865b-495e-4ec7-9574-12b264882c9\0",
+                Err(IdentityError::ControlCharacter),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Identity::client_id(input).map(|_| ()), *want, "{input:?}");
+            assert_eq!(Identity::object_id(input).map(|_| ()), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn resource_ids() {
+        // 513 bytes: a valid shape with a long name.
+        let long = "/subscriptions/s/resourceGroups/r/providers/Microsoft.ManagedIdentity/userAssignedIdentities/";
+        let mut buf = [b'a'; 600];
+        buf[..long.len()].copy_from_slice(long.as_bytes());
+        let too_long = core::str::from_utf8(&buf[..513]).unwrap();
+        let cases: &[(&str, Result<(), IdentityError>)] = &[
+            (RID, Ok(())),
+            ("/subscriptions/s/resourcegroups/r/providers/Microsoft.ManagedIdentity/identities/x", Ok(())),
+            ("", Err(IdentityError::Empty)),
+            (too_long, Err(IdentityError::TooLong)),
+            ("subscriptions/s/resourceGroups/r/providers/a/b/c", Err(IdentityError::NotAResourceId)),
+            ("/subscriptions/s/resourceGroups/r/providers/a/b", Err(IdentityError::NotAResourceId)),
+            ("/subscriptions/s/resourceGroups/r/providers/a/b/c/d", Err(IdentityError::NotAResourceId)),
+            ("/subscriptions//resourceGroups/r/providers/a/b/c", Err(IdentityError::NotAResourceId)),
+            ("/subscriptions/s/resourceGroups/r/providers/a/b/c?x=1", Err(IdentityError::NotAResourceId)),
+            ("/subscriptions/s/resourceGroups/r/providers/a/b/c d", Err(IdentityError::ControlCharacter)),
+            ("/subscriptions/s/resourceGroups/r/providers/a/b/c\n", Err(IdentityError::ControlCharacter)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Identity::resource_id(input).map(|_| ()), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn identity_equality_ignores_case_but_not_kind() {
+        let a = Identity::client_id("fe83865b-495e-4ec7-9574-12b264882c9f").unwrap();
+        let b = Identity::client_id("FE83865B-495E-4EC7-9574-12B264882C9F").unwrap();
+        let c = Identity::object_id("fe83865b-495e-4ec7-9574-12b264882c9f").unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            b.value(),
+            "FE83865B-495E-4EC7-9574-12B264882C9F",
+            "kept as given"
+        );
+        assert_eq!(
+            Identity::new(IdentityKind::System, "ignored").unwrap(),
+            Identity::SYSTEM
+        );
+    }
+
+    #[test]
+    fn scopes_to_resource() {
+        let cases: &[(&[&str], Result<&str, ResourceError>)] = &[
+            (
+                &["https://management.azure.com/.default"],
+                Ok("https://management.azure.com"),
+            ),
+            (
+                &["https://management.azure.com//.default"],
+                Ok("https://management.azure.com/"),
+            ),
+            (&["https://vault.azure.net"], Ok("https://vault.azure.net")),
+            (&["https://x/.default/.default"], Ok("https://x/.default")),
+            (&["/.default"], Err(ResourceError::Empty)),
+            (&[], Err(ResourceError::NoScope)),
+            (&["a", "b"], Err(ResourceError::MultipleScopes)),
+            (
+                &["https://x\r\nHost: evil"],
+                Err(ResourceError::ControlCharacter),
+            ),
+            (&["https://x\0"], Err(ResourceError::ControlCharacter)),
+            (&["https://x y"], Err(ResourceError::ControlCharacter)),
+        ];
+        for (scopes, want) in cases {
+            assert_eq!(
+                Resource::from_scopes(scopes).map(|r| r.as_str()),
+                *want,
+                "{scopes:?}"
+            );
+        }
+        let mut big = [b'a'; 513];
+        big[..8].copy_from_slice(b"https://");
+        let s = core::str::from_utf8(&big).unwrap();
+        assert_eq!(Resource::new(s), Err(ResourceError::TooLong));
+        assert!(Resource::new(&s[..512]).is_ok());
+    }
+}
