@@ -193,7 +193,7 @@ fn check_resource_id(value: &str) -> Result<(), IdentityError> {
     check_visible(value)?;
     if value
         .bytes()
-        .any(|b| matches!(b, b'?' | b'#' | b'&' | b'%' | b'\\'))
+        .any(|b| matches!(b, b'?' | b'#' | b'&' | b'%' | b'\\' | b'"'))
     {
         return Err(IdentityError::NotAResourceId);
     }

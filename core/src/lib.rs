@@ -12,10 +12,34 @@
 extern crate std;
 
 mod arm;
+mod cache;
 mod http;
 mod identity;
+mod policy;
 mod request;
+mod response;
+mod storage;
 mod time;
+
+pub use cache::{
+    CacheError, Done, Feed, Key, Lookup, MemoryUse, NewError, Stats, Ticket, TokenCache, Transport,
+};
+pub use http::{parse_response, HttpError, Parsed, Response, RetryAfter, MAX_HEADERS};
+pub use policy::{
+    Config, ConfigError, ARC_DEFAULT_KEY_DIR, MAX_IN_FLIGHT, MAX_KEY_DIR_LEN, MAX_RATE,
+    MIN_TOKEN_BYTES,
+};
+pub use request::{
+    arc_key_path, check_arc_key, write_request, ArcError, Endpoint, EndpointError, Method,
+    RequestDescriptor, RequestError, ARC_KEY_DIR_LINUX, ARC_KEY_DIR_WINDOWS, ARC_MAX_KEY_LEN,
+    IMDS_TOKEN_PATH,
+};
+pub use response::{
+    classify, parse_token_body, BodyError, Classified, ErrorBody, ErrorDetail, Failure,
+    FailureKind, OutcomeClass, TimeField, TokenBody, MAX_CODE_LEN, MAX_DESCRIPTION_LEN,
+};
+pub use storage::{ArrayStorage, SliceStorage, Slot, Storage, StorageError, BLOCK_SIZE};
+pub use time::{parse_expires_on, parse_http_date, parse_seconds, TimeError, YEAR_2001};
 
 pub use identity::{
     Flavour, Identity, IdentityError, IdentityKind, Resource, ResourceError, GUID_LEN,

@@ -1,0 +1,459 @@
+//! The numbers that decide when to fetch, refresh and retry (D7, D8, D9), and the per-endpoint
+//! request budget.
+
+use core::fmt;
+
+use crate::http::RetryAfter;
+
+/// Largest configurable request rate per window (the budget keeps one timestamp per start).
+pub const MAX_RATE: u32 = 128;
+/// Largest configurable number of requests in flight per endpoint.
+pub const MAX_IN_FLIGHT: u32 = 32;
+/// Smallest allowed `max_token_bytes` (D2).
+pub const MIN_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest Arc key folder the configuration holds.
+pub const MAX_KEY_DIR_LEN: usize = 256;
+
+/// The Arc key folder of this platform.
+#[cfg(windows)]
+pub const ARC_DEFAULT_KEY_DIR: &str = crate::request::ARC_KEY_DIR_WINDOWS;
+/// The Arc key folder of this platform.
+#[cfg(not(windows))]
+pub const ARC_DEFAULT_KEY_DIR: &str = crate::request::ARC_KEY_DIR_LINUX;
+
+/// Tunables of the cache; [`Config::DEFAULT`] holds the values of DESIGN.md D2, D5, D7–D9.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Largest token accepted; a larger one is `TokenTooLarge`, never truncated. ≥ 8 KiB.
+    pub max_token_bytes: usize,
+    /// Lease of a ticket: after it another caller may fetch and a late completion is stale.
+    pub fetch_timeout_ms: u64,
+    /// A token with less than this left is never handed out (60 s).
+    pub min_lifetime_ms: u64,
+    /// Refresh no later than this before expiry (5 min).
+    pub refresh_margin_ms: u64,
+    /// First retry delay (1 s); doubles per failure.
+    pub backoff_initial_ms: u64,
+    /// Largest retry delay (16 s).
+    pub backoff_max_ms: u64,
+    /// Jitter applied to retry delays, in percent either way (20).
+    pub jitter_percent: u8,
+    /// Retry interval while the endpoint answers 410 (10 s).
+    pub gone_interval_ms: u64,
+    /// How long 410s are retried after the first one (70 s).
+    pub gone_window_ms: u64,
+    /// Cap on a server's `Retry-After` (60 s).
+    pub retry_after_max_ms: u64,
+    /// How long a terminal failure is remembered (30 s).
+    pub negative_ttl_ms: u64,
+    /// A failed refresh of a still-valid token is tried again no sooner than this (30 s).
+    pub eager_retry_ms: u64,
+    /// Request starts allowed per endpoint in any `rate_window_ms` (20).
+    pub rate: u32,
+    /// The sliding window of the rate (1000 ms).
+    pub rate_window_ms: u64,
+    /// Requests in flight allowed per endpoint (5).
+    pub in_flight: u32,
+    /// Refuse a token whose echoed `client_id` differs from the one asked for.
+    pub verify_client_id: bool,
+    /// Seed of the jitter generator: randomness is an input, not something the core finds.
+    pub seed: u64,
+    /// Folder the Arc key file must be in; empty means the platform's default.
+    pub arc_key_dir: heapless::String<MAX_KEY_DIR_LEN>,
+}
+
+impl Config {
+    /// The defaults of DESIGN.md.
+    pub const DEFAULT: Config = Config {
+        max_token_bytes: 16 * 1024,
+        fetch_timeout_ms: 30_000,
+        min_lifetime_ms: 60_000,
+        refresh_margin_ms: 300_000,
+        backoff_initial_ms: 1_000,
+        backoff_max_ms: 16_000,
+        jitter_percent: 20,
+        gone_interval_ms: 10_000,
+        gone_window_ms: 70_000,
+        retry_after_max_ms: 60_000,
+        negative_ttl_ms: 30_000,
+        eager_retry_ms: 30_000,
+        rate: 20,
+        rate_window_ms: 1_000,
+        in_flight: 5,
+        verify_client_id: true,
+        seed: 0x9e37_79b9_7f4a_7c15,
+        arc_key_dir: heapless::String::new(),
+    };
+
+    /// Checks the values against their bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_token_bytes < MIN_TOKEN_BYTES || self.max_token_bytes > u32::MAX as usize / 2 {
+            return Err(ConfigError::MaxTokenBytes);
+        }
+        if self.rate == 0 || self.rate > MAX_RATE || self.rate_window_ms == 0 {
+            return Err(ConfigError::Rate);
+        }
+        if self.in_flight == 0 || self.in_flight > MAX_IN_FLIGHT {
+            return Err(ConfigError::InFlight);
+        }
+        if self.jitter_percent > 100 {
+            return Err(ConfigError::Jitter);
+        }
+        if self.fetch_timeout_ms == 0 || self.backoff_initial_ms == 0 {
+            return Err(ConfigError::ZeroDuration);
+        }
+        Ok(())
+    }
+
+    /// The Arc key folder in force.
+    pub fn arc_key_dir(&self) -> &str {
+        if self.arc_key_dir.is_empty() {
+            ARC_DEFAULT_KEY_DIR
+        } else {
+            &self.arc_key_dir
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_token_bytes` is below 8 KiB or absurdly large.
+    MaxTokenBytes,
+    /// `rate` is 0 or above [`MAX_RATE`], or the window is 0.
+    Rate,
+    /// `in_flight` is 0 or above [`MAX_IN_FLIGHT`].
+    InFlight,
+    /// `jitter_percent` is above 100.
+    Jitter,
+    /// A duration that must be positive is 0.
+    ZeroDuration,
+}
+
+impl ConfigError {
+    /// A short description of the error.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::MaxTokenBytes => "max_token_bytes must be at least 8 KiB",
+            Self::Rate => "rate must be 1..=128 per non-zero window",
+            Self::InFlight => "in_flight must be 1..=32",
+            Self::Jitter => "jitter_percent must be at most 100",
+            Self::ZeroDuration => "fetch timeout and backoff must be positive",
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+/// Delay before retry number `attempt` (1-based): doubling from the initial delay up to the
+/// cap, then moved by up to ±`jitter_percent` using `random`.
+pub(crate) fn backoff_ms(config: &Config, attempt: u32, random: u64) -> u64 {
+    let doublings = attempt.saturating_sub(1).min(32);
+    let base = config
+        .backoff_initial_ms
+        .saturating_mul(1u64 << doublings)
+        .min(config.backoff_max_ms);
+    jitter(base, config.jitter_percent, random)
+}
+
+fn jitter(base: u64, percent: u8, random: u64) -> u64 {
+    let span = base / 100 * u64::from(percent) + base % 100 * u64::from(percent) / 100;
+    if span == 0 {
+        return base;
+    }
+    // random in [0, 2·span] shifted to [-span, +span]
+    base - span + random % (2 * span + 1)
+}
+
+/// The delay a `Retry-After` asks for, capped, and never below the first backoff step so a
+/// `Retry-After: 0` cannot make a hot loop.
+pub(crate) fn retry_after_ms(config: &Config, retry_after: RetryAfter, now_ms: u64) -> u64 {
+    let wanted = match retry_after {
+        RetryAfter::Seconds(s) => s.saturating_mul(1000),
+        RetryAfter::Date(epoch) => epoch.saturating_mul(1000).saturating_sub(now_ms),
+    };
+    wanted.clamp(config.backoff_initial_ms, config.retry_after_max_ms)
+}
+
+/// When a token fetched at `request_time` should be refreshed (D8).
+///
+/// `refresh_in` (seconds) wins if the server gave one; else half the lifetime for lifetimes of
+/// two hours or more; else expiry minus the margin. Then moved earlier by the key's own jitter,
+/// `key_hash mod max(10 % of lifetime, keys ÷ rate)`, and never later than expiry minus the
+/// margin, so 1000 identities fetched in the same second do not all refresh in the same second.
+pub(crate) fn refresh_on(
+    config: &Config,
+    key_hash: u32,
+    request_time: u64,
+    expires_on: u64,
+    refresh_in_s: Option<u64>,
+    keys: u32,
+) -> u64 {
+    let lifetime = expires_on.saturating_sub(request_time);
+    let latest = expires_on.saturating_sub(config.refresh_margin_ms);
+    let base = match refresh_in_s {
+        Some(s) => request_time.saturating_add(s.saturating_mul(1000)),
+        None if lifetime >= 7_200_000 => request_time + lifetime / 2,
+        None => latest,
+    };
+    let spread_by_rate = u64::from(keys) * config.rate_window_ms / u64::from(config.rate.max(1));
+    let spread = (lifetime / 10).max(spread_by_rate).max(1);
+    let jitter = u64::from(mix(key_hash)) % spread;
+    base.min(latest).saturating_sub(jitter).max(request_time)
+}
+
+/// A 32-bit finaliser (murmur3's) so neighbouring hashes land far apart.
+fn mix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// A small deterministic generator (xorshift64*) seeded from [`Config::seed`].
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) const fn new(seed: u64) -> Self {
+        Self(if seed == 0 {
+            0x2545_f491_4f6c_dd1d
+        } else {
+            seed
+        })
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// One request in flight: which ticket, and when its lease lapses.
+#[derive(Clone, Copy, Debug)]
+struct Flight {
+    ticket: u64,
+    lease_until: u64,
+}
+
+/// The request budget of one endpoint (D9): request starts in a sliding window and requests in
+/// flight.
+#[derive(Clone, Debug)]
+pub(crate) struct Budget {
+    /// Ring of the last starts' times; `starts[next]` is the oldest once the ring is full.
+    starts: [u64; MAX_RATE as usize],
+    next: u8,
+    filled: u8,
+    flights: [Flight; MAX_IN_FLIGHT as usize],
+    /// A token has been received from this endpoint (so refusals are no longer "unavailable").
+    pub(crate) ever_ok: bool,
+}
+
+impl Budget {
+    pub(crate) const EMPTY: Budget = Budget {
+        starts: [0; MAX_RATE as usize],
+        next: 0,
+        filled: 0,
+        flights: [Flight {
+            ticket: 0,
+            lease_until: 0,
+        }; MAX_IN_FLIGHT as usize],
+        ever_ok: false,
+    };
+
+    /// `Err(retry_at)` when one more start now would exceed the rate.
+    pub(crate) fn check_rate(&self, config: &Config, now: u64) -> Result<(), u64> {
+        let rate = config.rate.min(MAX_RATE) as usize;
+        if (self.filled as usize) < rate {
+            return Ok(());
+        }
+        // The rate-th most recent start must have left the window.
+        let idx = (self.next as usize + MAX_RATE as usize - rate) % MAX_RATE as usize;
+        let oldest = self.starts[idx];
+        let free_at = oldest.saturating_add(config.rate_window_ms);
+        if free_at <= now {
+            Ok(())
+        } else {
+            Err(free_at)
+        }
+    }
+
+    /// `Err(retry_at)` when the in-flight cap is reached (retry_at: the first lease to lapse).
+    pub(crate) fn check_in_flight(&self, config: &Config, now: u64) -> Result<(), u64> {
+        let mut live = 0;
+        let mut first_free = u64::MAX;
+        for f in self.flights.iter().filter(|f| f.lease_until > now) {
+            live += 1;
+            first_free = first_free.min(f.lease_until);
+        }
+        if live < config.in_flight {
+            Ok(())
+        } else {
+            Err(first_free)
+        }
+    }
+
+    /// Both checks.
+    pub(crate) fn check(&self, config: &Config, now: u64) -> Result<(), u64> {
+        self.check_in_flight(config, now)?;
+        self.check_rate(config, now)
+    }
+
+    /// Records a request start.
+    pub(crate) fn record_start(&mut self, now: u64) {
+        self.starts[self.next as usize] = now;
+        self.next = ((self.next as u32 + 1) % MAX_RATE) as u8;
+        self.filled = (self.filled as u32 + 1).min(MAX_RATE) as u8;
+    }
+
+    /// Records a new request in flight (after [`check`](Self::check) said yes).
+    pub(crate) fn begin(&mut self, ticket: u64, now: u64, lease_until: u64) {
+        self.record_start(now);
+        if let Some(f) = self.flights.iter_mut().find(|f| f.lease_until <= now) {
+            *f = Flight {
+                ticket,
+                lease_until,
+            };
+        }
+    }
+
+    /// The request of `ticket` is over.
+    pub(crate) fn end(&mut self, ticket: u64) {
+        for f in self.flights.iter_mut().filter(|f| f.ticket == ticket) {
+            f.lease_until = 0;
+        }
+    }
+
+    /// How many requests are in flight now.
+    pub(crate) fn in_flight(&self, now: u64) -> u32 {
+        self.flights.iter().filter(|f| f.lease_until > now).count() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_within_jitter() {
+        let c = Config::DEFAULT;
+        let mut rng = Rng::new(7);
+        for (attempt, base) in [
+            (1, 1000u64),
+            (2, 2000),
+            (3, 4000),
+            (4, 8000),
+            (5, 16000),
+            (6, 16000),
+            (40, 16000),
+        ] {
+            for _ in 0..200 {
+                let d = backoff_ms(&c, attempt, rng.next());
+                assert!(
+                    d >= base * 8 / 10 && d <= base * 12 / 10,
+                    "attempt {attempt}: {d}"
+                );
+            }
+        }
+        let no_jitter = Config {
+            jitter_percent: 0,
+            ..Config::DEFAULT
+        };
+        assert_eq!(backoff_ms(&no_jitter, 3, 12345), 4000);
+    }
+
+    #[test]
+    fn jitter_reaches_both_ends() {
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        let mut rng = Rng::new(1);
+        for _ in 0..10_000 {
+            let d = jitter(1000, 20, rng.next());
+            lo = lo.min(d);
+            hi = hi.max(d);
+        }
+        assert!(lo < 820 && hi > 1180, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_floored() {
+        let c = Config::DEFAULT;
+        let now = 1_700_000_000_000;
+        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(5), now), 5000);
+        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(0), now), 1000);
+        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(3600), now), 60_000);
+        assert_eq!(
+            retry_after_ms(&c, RetryAfter::Date(1_700_000_007), now),
+            7000
+        );
+        assert_eq!(
+            retry_after_ms(&c, RetryAfter::Date(1_600_000_000), now),
+            1000
+        );
+    }
+
+    #[test]
+    fn refresh_time_rules() {
+        let c = Config::DEFAULT;
+        let t = 1_700_000_000_000u64;
+        let h = 3_600_000;
+        // 24 h token: half-life, moved earlier by at most 10 % of the lifetime.
+        for hash in [0u32, 1, 77, u32::MAX] {
+            let r = refresh_on(&c, hash, t, t + 24 * h, None, 1);
+            assert!(
+                r <= t + 12 * h && r >= t + 12 * h - 24 * h / 10,
+                "{hash}: {r}"
+            );
+        }
+        // 1 h token: expiry − 5 min, minus up to 6 min.
+        let r = refresh_on(&c, 5, t, t + h, None, 1);
+        assert!(r <= t + h - 300_000 && r >= t + h - 300_000 - 360_000);
+        // refresh_in wins, but never after expiry − 5 min.
+        let r = refresh_on(&c, 0, t, t + 24 * h, Some(600), 1);
+        assert!(r <= t + 600_000);
+        let r = refresh_on(&c, 0, t, t + h, Some(86_400), 1);
+        assert!(r <= t + h - 300_000);
+        // A token shorter than the margin is due at once, not before it was asked for.
+        assert_eq!(refresh_on(&c, 9, t, t + 200_000, None, 1), t);
+    }
+
+    #[test]
+    fn budget_window_and_in_flight() {
+        let c = Config::DEFAULT;
+        let mut b = Budget::EMPTY;
+        let now = 10_000;
+        for i in 0..5 {
+            assert_eq!(b.check(&c, now), Ok(()));
+            b.begin(i, now, now + 30_000);
+        }
+        assert_eq!(b.check(&c, now), Err(now + 30_000), "5 in flight");
+        b.end(3);
+        assert_eq!(b.in_flight(now), 4);
+        assert_eq!(b.check(&c, now), Ok(()));
+        // Fill the window: 20 starts.
+        for _ in 0..15 {
+            b.record_start(now + 10);
+        }
+        assert_eq!(b.check_rate(&c, now + 500), Err(now + 1000));
+        assert_eq!(b.check_rate(&c, now + 1000), Ok(()));
+        // After the leases lapse, flights are free again.
+        assert_eq!(b.in_flight(now + 30_000), 0);
+    }
+}
