@@ -70,7 +70,7 @@ pub struct ArmIdentities {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ArmError {
-    /// The input is not JSON of the expected shape (a value of the wrong type, a bad escape).
+    /// The input is not valid JSON (RFC 8259), or a known field has a value of the wrong type.
     Malformed,
     /// Arrays and objects are nested deeper than [`ARM_MAX_DEPTH`].
     TooDeep,
@@ -172,7 +172,7 @@ pub fn parse_arm_identity<'a>(
     scratch: &'a mut [u8],
     out: &mut [UserAssigned<'a>],
 ) -> Result<ArmIdentities, ArmError> {
-    check_depth(json)?;
+    check_json(json)?;
     let mut state = State {
         scratch,
         out,
@@ -206,35 +206,12 @@ pub fn parse_arm_identity<'a>(
     })
 }
 
-/// Refuses nesting deeper than [`ARM_MAX_DEPTH`] before the recursive parser sees the input.
-fn check_depth(json: &[u8]) -> Result<(), ArmError> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > ARM_MAX_DEPTH {
-                    return Err(ArmError::TooDeep);
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
+/// Checks `json` strictly before the lenient recursive parser sees it.
+fn check_json(json: &[u8]) -> Result<(), ArmError> {
+    crate::json::check(json, ARM_MAX_DEPTH).map_err(|e| match e {
+        crate::json::JsonError::TooDeep => ArmError::TooDeep,
+        crate::json::JsonError::Malformed => ArmError::Malformed,
+    })
 }
 
 /// The flags of a `type` value.
@@ -727,7 +704,12 @@ mod tests {
         parse_n(json, 8)
     }
 
-    fn ids(json: &str) -> Result<(bool, Vec<String>), ArmError> {
+    /// (system, resource ids) or the error.
+    type Ids = Result<(bool, Vec<String>), ArmError>;
+    /// (system, user-assigned allowed).
+    type Flags = (bool, bool);
+
+    fn ids(json: &str) -> Ids {
         parse(json).map(|(s, l)| (s, l.into_iter().map(|e| e.0).collect()))
     }
 
@@ -807,7 +789,7 @@ mod tests {
     fn type_spellings() {
         // (type, system, user-assigned allowed)
         #[rustfmt::skip]
-        let cases: &[(&str, Result<(bool, bool), ArmError>)] = &[
+        let cases: &[(&str, Result<Flags, ArmError>)] = &[
             ("None", Ok((false, false))),
             ("none", Ok((false, false))),
             ("SystemAssigned", Ok((true, false))),
@@ -858,7 +840,7 @@ mod tests {
     #[test]
     fn null_values_remove() {
         #[rustfmt::skip]
-        let cases: &[(String, Result<(bool, Vec<String>), ArmError>)] = &[
+        let cases: &[(String, Ids)] = &[
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":null,"{R2}":{{}}}}}}"#), Ok((false, vec![R2.into()]))),
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":null}}}}"#), Ok((false, vec![]))),
             (format!(r#"{{"type":"None","userAssignedIdentities":{{"{R1}":null}}}}"#), Ok((false, vec![]))),
@@ -867,7 +849,7 @@ mod tests {
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":{{}},"{R1}":null}}}}"#), Err(ArmError::DuplicateIdentity)),
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":null,"{R2}":{{}},"{}":{{}}}}}}"#, R1.to_uppercase()), Err(ArmError::DuplicateIdentity)),
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":null,"{R1}":null,"{R2}":{{}}}}}}"#), Ok((false, vec![R2.into()]))),
-            (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"/bad":null}}}}"#), Err(ArmError::InvalidResourceId(IdentityError::NotAResourceId))),
+            (String::from(r#"{"type":"UserAssigned","userAssignedIdentities":{"/bad":null}}"#), Err(ArmError::InvalidResourceId(IdentityError::NotAResourceId))),
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":{{"clientId":null,"principalId":null}}}}}}"#), Ok((false, vec![R1.into()]))),
         ];
         for (json, want) in cases {
@@ -884,7 +866,7 @@ mod tests {
     #[test]
     fn user_assigned_type_and_list_disagree() {
         #[rustfmt::skip]
-        let cases: &[(String, Result<(bool, Vec<String>), ArmError>)] = &[
+        let cases: &[(String, Ids)] = &[
             (String::from(r#"{"type":"UserAssigned"}"#), Ok((false, vec![]))),
             (String::from(r#"{"type":"SystemAssigned, UserAssigned","userAssignedIdentities":{}}"#), Ok((true, vec![]))),
             (format!(r#"{{"type":"SystemAssigned","userAssignedIdentities":{{"{R1}":{{}}}}}}"#), Err(ArmError::UserAssignedNotInType)),
@@ -941,7 +923,7 @@ mod tests {
 
         // Escaped field names, surrogate pairs, and bad escapes.
         #[rustfmt::skip]
-        let cases: &[(String, Result<(bool, Vec<String>), ArmError>)] = &[
+        let cases: &[(String, Ids)] = &[
             (format!(r#"{{"\u0074ype":"UserAssigned","identity\u0049ds":["{esc}"]}}"#), Ok((false, vec![R1.into()]))),
             (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}\ud83d\ude00"]}}"#), Ok((false, vec![format!("{R1}\u{1f600}")]))),
             (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}\ud83d"]}}"#), Err(ArmError::Malformed)),
@@ -951,7 +933,7 @@ mod tests {
             (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}\n"]}}"#), Err(ArmError::InvalidResourceId(IdentityError::ControlCharacter))),
             (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}\u0000"]}}"#), Err(ArmError::InvalidResourceId(IdentityError::ControlCharacter))),
             (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}\\x"]}}"#), Err(ArmError::InvalidResourceId(IdentityError::NotAResourceId))),
-            (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}\"x"]}}"#), Ok((false, vec![format!("{R1}\"x")]))),
+            (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}\"x"]}}"#), Err(ArmError::InvalidResourceId(IdentityError::NotAResourceId))),
         ];
         for (json, want) in cases {
             assert_eq!(ids(json), *want, "{json}");
@@ -1005,7 +987,7 @@ mod tests {
         let cases: &[(String, ArmError)] = &[
             (String::from(r#"{"type":"UserAssigned","identityIds":["/subscriptions/s"]}"#), ArmError::InvalidResourceId(IdentityError::NotAResourceId)),
             (String::from(r#"{"type":"UserAssigned","identityIds":[""]}"#), ArmError::InvalidResourceId(IdentityError::Empty)),
-            (format!(r#"{{"type":"UserAssigned","identityIds":["{}"]}}"#, format!("{R1}{}", "x".repeat(500))), ArmError::InvalidResourceId(IdentityError::TooLong)),
+            (format!(r#"{{"type":"UserAssigned","identityIds":["{R1}{}"]}}"#, "x".repeat(500)), ArmError::InvalidResourceId(IdentityError::TooLong)),
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":{{"clientId":"not-a-guid"}}}}}}"#), ArmError::InvalidClientId(IdentityError::NotAGuid)),
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":{{"clientId":""}}}}}}"#), ArmError::InvalidClientId(IdentityError::Empty)),
             (format!(r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{R1}":{{"principalId":"{CID}x"}}}}}}"#), ArmError::InvalidPrincipalId(IdentityError::NotAGuid)),
@@ -1088,6 +1070,22 @@ mod tests {
             (r#"{"type":"UserAssigned","identityIds":[null]}"#, Malformed),
             (r#"{"type":"UserAssigned","identityIds":["/subscriptions/s/resourceGroups/rg/providers/M/t/a",]}"#, Malformed),
             (r#"{"type":"None","x":"unterminated}"#, Malformed),
+            (r#"{"type":"None","x":-}"#, Malformed),
+            (r#"{"type":"None","x":01}"#, Malformed),
+            (r#"{"type":"None","x":1.}"#, Malformed),
+            (r#"{"type":"None","x":.5}"#, Malformed),
+            (r#"{"type":"None","x":1e}"#, Malformed),
+            (r#"{"type":"None","x":tru}"#, Malformed),
+            (r#"{"type":"None","x":nul}"#, Malformed),
+            (r#"{"type":"None","x":True}"#, Malformed),
+            (r#"{"type":"None","x":"\x"}"#, Malformed),
+            (r#"{"type":"None","x":"\u12"}"#, Malformed),
+            ("{\"type\":\"None\",\"x\":\"a\tb\"}", Malformed),
+            (r#"{"type":"None","x":[1,]}"#, Malformed),
+            (r#"{"type":"None","x":{"a":1,}}"#, Malformed),
+            (r#"{"type":"None","x":{"a"}}"#, Malformed),
+            (r#"{"type":"None","x":{1:2}}"#, Malformed),
+            (r#"{"type":"None"}{}"#, Malformed),
             (&deep, TooDeep),
         ];
         for (json, want) in cases {

@@ -138,6 +138,9 @@ pub enum Lookup {
 }
 
 /// The answer to feeding response bytes.
+// `Done` carries the error text (≈ 600 bytes) by value: the core has no heap to box it in,
+// and one is returned per response, not per lookup.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[must_use]
 pub enum Feed<'b> {

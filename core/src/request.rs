@@ -1340,11 +1340,12 @@ mod tests {
     #[test]
     fn arc_keys() {
         use ArcError::*;
+        type Key<'k> = Result<&'k [u8], ArcError>;
         let long = [b'k'; ARC_MAX_KEY_LEN + 1];
         let mut max_nl = [b'k'; ARC_MAX_KEY_LEN];
         max_nl[ARC_MAX_KEY_LEN - 1] = b'\n';
         #[rustfmt::skip]
-        let cases: &[(&[u8], Result<&[u8], ArcError>)] = &[
+        let cases: &[(&[u8], Key<'_>)] = &[
             (b"0123456789abcdef", Ok(b"0123456789abcdef")),
             (b"abc\n", Ok(b"abc")),
             (b"abc\r\n", Ok(b"abc")),

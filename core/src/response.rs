@@ -15,6 +15,8 @@ use crate::http::{self, RetryAfter};
 use crate::identity::{Flavour, Identity, IdentityKind};
 use crate::time::{self, TimeError};
 
+/// Deepest nesting accepted in a body (unknown fields may hold arrays and objects).
+const MAX_DEPTH: usize = 32;
 /// How much of an `error_description` is kept (D2).
 pub const MAX_DESCRIPTION_LEN: usize = 512;
 /// How much of an error code is kept.
@@ -182,6 +184,7 @@ fn escaped_eq_ignore_case(s: EscapedStr<'_>, want: &str) -> bool {
 /// Parses a token body. `request_time` (epoch seconds) anchors `expires_in` (D10: `expires_on`
 /// wins when both are present).
 pub fn parse_token_body(body: &[u8], request_time: u64) -> Result<TokenBody<'_>, BodyError> {
+    crate::json::check(body, MAX_DEPTH).map_err(|_| BodyError::NotJson)?;
     let first = read_fields(body, [Kind::Unknown; 3])?;
     let fields = if first.times.iter().any(|t| matches!(t, Time::NumberPending)) {
         read_fields(body, first.times.map(|t| t.kind()))?
@@ -405,6 +408,9 @@ pub struct ErrorBody<'a> {
 impl<'a> ErrorBody<'a> {
     /// Reads what it can; an empty or non-JSON body gives an empty `ErrorBody`.
     pub fn parse(body: &'a [u8]) -> Self {
+        if crate::json::check(body, MAX_DEPTH).is_err() {
+            return Self::default();
+        }
         serde_json_core::de::from_slice::<ErrorBodyWire<'a>>(body)
             .map(|(w, _)| w.0)
             .unwrap_or_default()
@@ -819,7 +825,7 @@ mod tests {
             (r#"{"expires_in":"1"}"#, B::MissingToken),
             (r#"{"access_token":"","expires_in":"1"}"#, B::EmptyToken),
             (r#"{"access_token":"a\u000ab","expires_in":"1"}"#, B::BadToken),
-            (r#"{"access_token":"a\qb","expires_in":"1"}"#, B::BadToken),
+            (r#"{"access_token":"a\qb","expires_in":"1"}"#, B::NotJson),
             (r#"{"access_token":"a\ud83db","expires_in":"1"}"#, B::BadToken),
             (r#"{"access_token":"a\ude00\ud83d","expires_in":"1"}"#, B::BadToken),
             (r#"{"access_token":"t"}"#, B::MissingExpiry),
@@ -834,6 +840,8 @@ mod tests {
             (r#"{"access_token":"t","expires_on":"13/01/2021 00:00:00"}"#, B::Time(ExpiresOn, TimeError::BadDate)),
             (r#"{"access_token":"t","expires_in":"1","refresh_in":"x"}"#, B::Time(RefreshIn, TimeError::NotDigits)),
             (r#"{"access_token":"t","expires_in":"1","token_type":"pop"}"#, B::NotBearer),
+            (r#"{"x":tru,"access_token":"t","expires_in":"1"}"#, B::NotJson),
+            (r#"{"x":[1,],"access_token":"t","expires_in":"1"}"#, B::NotJson),
         ];
         for (body, want) in cases {
             assert_eq!(
@@ -842,6 +850,24 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursing() {
+        let mut body = String::from(r#"{"access_token":"t","expires_in":"1","x":"#);
+        body.extend(core::iter::repeat_n('[', 100_000));
+        body.extend(core::iter::repeat_n(']', 100_000));
+        body.push('}');
+        assert_eq!(
+            parse_token_body(body.as_bytes(), NOW).map(|_| ()),
+            Err(BodyError::NotJson)
+        );
+        assert_eq!(
+            ErrorBody::parse(body.as_bytes()).detail(),
+            ErrorDetail::default()
+        );
+        let ok = r#"{"access_token":"t","expires_in":"1","x":[[[[{"a":[1]}]]]]}"#;
+        assert!(parse_token_body(ok.as_bytes(), NOW).is_ok());
     }
 
     #[test]
@@ -951,15 +977,35 @@ mod tests {
         use Flavour::*;
         let ok = r#"{"access_token":"t","expires_in":"3600"}"#;
         let err = r#"{"error":"e","error_description":"d"}"#;
-        let basic = Some("Basic realm=/var/opt/azcmagent/tokens/a.key");
+        let realm = "Basic realm=/var/opt/azcmagent/tokens/a.key";
+        let basic = Some(realm);
         #[rustfmt::skip]
-        let cases: &[(Flavour, u16, &str, Option<&'static str>, Option<K>)] = &[
+        type Case<'a> = (Flavour, u16, &'a str, Option<&'static str>, Option<K>);
+        let cases: &[Case<'_>] = &[
             (Imds, 200, ok, None, None),
             (Imds, 201, ok, None, None),
             (Imds, 200, "<html/>", None, Some(K::NotJson)),
-            (Imds, 200, r#"{"expires_in":"1"}"#, None, Some(K::MissingToken)),
-            (Imds, 200, r#"{"access_token":"","expires_in":"1"}"#, None, Some(K::MissingToken)),
-            (Imds, 200, r#"{"access_token":"t","expires_in":"1.5"}"#, None, Some(K::BadExpiry)),
+            (
+                Imds,
+                200,
+                r#"{"expires_in":"1"}"#,
+                None,
+                Some(K::MissingToken),
+            ),
+            (
+                Imds,
+                200,
+                r#"{"access_token":"","expires_in":"1"}"#,
+                None,
+                Some(K::MissingToken),
+            ),
+            (
+                Imds,
+                200,
+                r#"{"access_token":"t","expires_in":"1.5"}"#,
+                None,
+                Some(K::BadExpiry),
+            ),
             (Imds, 400, err, None, Some(K::BadRequest)),
             (Imds, 401, err, None, Some(K::Unauthorized)),
             (Imds, 403, err, None, Some(K::Forbidden)),
@@ -991,9 +1037,7 @@ mod tests {
             assert_eq!(got, *want, "{flavour:?} {status} {body}");
         }
         let arc = response(401, err, basic);
-        assert!(
-            matches!(classify(Arc, &arc, NOW, 16384), Classified::Challenge(c) if c == basic.unwrap())
-        );
+        assert!(matches!(classify(Arc, &arc, NOW, 16384), Classified::Challenge(c) if c == realm));
     }
 
     #[test]

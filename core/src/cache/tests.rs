@@ -170,7 +170,7 @@ fn half_life_refresh_single_flight_and_stale_while_refresh() {
     fill(&mut c, &k, T0, "old", 24 * H);
     let refresh_on = c.storage.slots()[0].refresh_on;
     assert!(
-        refresh_on <= T0 + 12 * H && refresh_on >= T0 + 12 * H - 24 * H / 10,
+        (T0 + 12 * H - 24 * H / 10..=T0 + 12 * H).contains(&refresh_on),
         "{refresh_on}"
     );
     assert_eq!(hit(&mut c, &k, refresh_on - 1), ("old".into(), None));
@@ -199,7 +199,7 @@ fn short_lived_tokens_refresh_five_minutes_before_expiry() {
     fill(&mut c, &k, T0, "t", H);
     let r = c.storage.slots()[0].refresh_on;
     assert!(
-        r <= T0 + H - 300_000 && r >= T0 + H - 300_000 - H / 10,
+        (T0 + H - 300_000 - H / 10..=T0 + H - 300_000).contains(&r),
         "{r}"
     );
 }
@@ -209,10 +209,10 @@ fn refresh_in_is_honoured() {
     let mut c = cache();
     let k = key(1);
     let t = fetch(&mut c, &k, T0);
-    let body = format!(r#"{{"access_token":"t","expires_in":"86400","refresh_in":"3600"}}"#);
-    complete(&mut c, t, &http(200, &body), T0);
+    let body = r#"{"access_token":"t","expires_in":"86400","refresh_in":"3600"}"#;
+    complete(&mut c, t, &http(200, body), T0);
     let r = c.storage.slots()[0].refresh_on;
-    assert!(r <= T0 + H && r >= T0 + H - 24 * H / 10, "{r}");
+    assert!((T0 + H - 24 * H / 10..=T0 + H).contains(&r), "{r}");
 }
 
 #[test]
@@ -782,8 +782,7 @@ fn eof_truncated_is_a_retry_and_until_close_bodies_complete() {
     ));
     let t = fetch(&mut c, &key(1), T0);
     let mut close =
-        format!("HTTP/1.1 200 OK\r\n\r\n{{\"access_token\":\"z\",\"expires_in\":\"3600\"}}")
-            .into_bytes();
+        b"HTTP/1.1 200 OK\r\n\r\n{\"access_token\":\"z\",\"expires_in\":\"3600\"}".to_vec();
     assert!(matches!(c.feed(t, &mut close, T0).unwrap(), Feed::NeedMore));
     assert!(matches!(
         c.eof(t, &mut close, T0).unwrap(),

@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+BARE_METAL := thumbv7em-none-eabihf
+
+.PHONY: test demo setup fmt-check clippy unit bare-metal doc emulator
+
+## Everything CI checks: formatting, lints, tests, the no_std build, docs.
+test: setup fmt-check clippy unit bare-metal doc
+	@echo "make test: all checks passed"
+
+## Toolchain pieces a fresh machine lacks; fail loudly if they cannot be had.
+setup:
+	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
+	rustup component add rustfmt clippy
+	rustup target add $(BARE_METAL)
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+## The core links neither std nor alloc: prove it on a bare-metal target.
+bare-metal:
+	$(CARGO) build -p imds-cache --target $(BARE_METAL) --locked
+	$(CARGO) build -p imds-cache --target $(BARE_METAL) --release --locked
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+
+## The main job: the core driven over real sockets against the bundled IMDS emulator.
+demo: setup
+	$(CARGO) build --release --locked -p imds-emulator -p imds-cache --examples
+	bash tests/demo.sh
