@@ -3,8 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 BARE_METAL := thumbv7em-none-eabihf
+VENV := .venv
+PY := $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: test demo setup fmt-check clippy unit bare-metal doc emulator
+.PHONY: test demo setup venv fmt-check clippy unit bare-metal doc
 
 ## Everything CI checks: formatting, lints, tests, the no_std build, docs.
 test: setup fmt-check clippy unit bare-metal doc
@@ -22,8 +24,13 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit:
-	$(CARGO) test --workspace --locked
+## azure-identity, so the emulator's tests check it against the real SDK (never skipped here).
+venv:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check azure-identity
+
+unit: venv
+	IMDS_EMULATOR_PYTHON=$(PY) IMDS_EMULATOR_REQUIRE_AZURE_IDENTITY=1 $(CARGO) test --workspace --locked
 
 ## The core links neither std nor alloc: prove it on a bare-metal target.
 bare-metal:

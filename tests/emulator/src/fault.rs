@@ -204,7 +204,13 @@ mod tests {
     #[test]
     fn parse_specs() {
         let r = FaultRule::parse("kind=status&status=503&count=3").unwrap();
-        assert_eq!(r.fault, Fault::Status { status: 503, retry_after: None });
+        assert_eq!(
+            r.fault,
+            Fault::Status {
+                status: 503,
+                retry_after: None
+            }
+        );
         assert_eq!(r.count, Some(3));
         let r = FaultRule::parse("kind=gone,window_ms=1500,identity=uai-2").unwrap();
         assert_eq!(r.fault, Fault::Gone { window_ms: 1500 });
@@ -214,8 +220,17 @@ mod tests {
         assert!(FaultRule::parse("kind=nope").is_err());
         let j: FaultRule =
             serde_json::from_str(r#"{"kind":"trickle","chunk":4,"count":1}"#).unwrap();
-        assert_eq!(j.fault, Fault::Trickle { chunk: 4, interval_ms: 100 });
+        assert_eq!(
+            j.fault,
+            Fault::Trickle {
+                chunk: 4,
+                interval_ms: 100
+            }
+        );
         let s = serde_json::to_string(&FaultRule::new(Fault::Expired).times(2)).unwrap();
-        assert_eq!(s, r#"{"kind":"expired","count":2,"identity":null,"resource":null}"#);
+        assert_eq!(
+            s,
+            r#"{"kind":"expired","count":2,"identity":null,"resource":null}"#
+        );
     }
 }

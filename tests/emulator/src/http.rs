@@ -64,7 +64,8 @@ pub(crate) fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError>
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = std::str::from_utf8(&buf[..head_end - 4]).map_err(|_| ReadError::Bad("non-UTF-8 head"))?;
+    let head =
+        std::str::from_utf8(&buf[..head_end - 4]).map_err(|_| ReadError::Bad("non-UTF-8 head"))?;
     let mut lines = head.split("\r\n");
     let line = lines.next().unwrap_or("");
     let mut parts = line.split(' ');
@@ -101,7 +102,9 @@ pub(crate) fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError>
     }
     let len = match req.header("content-length") {
         None => 0,
-        Some(v) => v.parse::<usize>().map_err(|_| ReadError::Bad("bad Content-Length"))?,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| ReadError::Bad("bad Content-Length"))?,
     };
     if len > MAX_BODY {
         return Err(ReadError::Bad("request body too large"));
@@ -151,19 +154,6 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Percent-encodes a query value (unreserved characters stay).
-pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Decoded `name=value` pairs of a query string or form body, in order.
 pub(crate) fn parse_pairs(s: &str) -> Vec<(String, String)> {
     s.split('&')
@@ -187,7 +177,10 @@ pub(crate) fn duplicate(pairs: &[(String, String)]) -> Option<String> {
 
 /// The value of the first pair with this name.
 pub(crate) fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A response to write.
@@ -292,12 +285,14 @@ mod tests {
 
     #[test]
     fn decoding() {
-        assert_eq!(percent_decode("https%3A%2F%2Fvault.azure.net"), "https://vault.azure.net");
+        assert_eq!(
+            percent_decode("https%3A%2F%2Fvault.azure.net"),
+            "https://vault.azure.net"
+        );
         assert_eq!(percent_decode("a+b%2Bc%"), "a b+c%");
         assert_eq!(percent_decode("%4"), "%4");
         let p = parse_pairs("a=1&b=&c&A=2");
         assert_eq!(p.len(), 4);
         assert_eq!(duplicate(&p).as_deref(), Some("A"));
-        assert_eq!(percent_encode("https://x/y z"), "https%3A%2F%2Fx%2Fy%20z");
     }
 }

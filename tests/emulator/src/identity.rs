@@ -71,7 +71,8 @@ impl Identity {
     /// The `xms_mirid` claim: the resource id with `resourcegroups` lower-cased, as Entra
     /// writes it.
     pub fn mirid(&self) -> String {
-        self.resource_id.replacen("/resourceGroups/", "/resourcegroups/", 1)
+        self.resource_id
+            .replacen("/resourceGroups/", "/resourcegroups/", 1)
     }
 
     /// Whether `s` names this identity: its name, index, client id, object id or resource id

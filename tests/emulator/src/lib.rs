@@ -280,7 +280,12 @@ impl Emulator {
 
     /// The active faults, with their remaining counts.
     pub fn faults(&self) -> Vec<FaultRule> {
-        self.shared.lock().faults.iter().map(|a| a.rule.clone()).collect()
+        self.shared
+            .lock()
+            .faults
+            .iter()
+            .map(|a| a.rule.clone())
+            .collect()
     }
 
     /// Clears the statistics and the token log.

@@ -395,10 +395,18 @@ impl Shared {
         st.stats.requests += 1;
         let all = self.accepted.load(Ordering::SeqCst);
         st.stats.max_concurrency = st.stats.max_concurrency.max(all);
-        while st.arrivals.front().is_some_and(|&t| now.duration_since(t) >= window) {
+        while st
+            .arrivals
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= window)
+        {
             st.arrivals.pop_front();
         }
-        while st.admitted.front().is_some_and(|&t| now.duration_since(t) >= window) {
+        while st
+            .admitted
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= window)
+        {
             st.admitted.pop_front();
         }
         st.arrivals.push_back(now);
@@ -431,16 +439,10 @@ impl Shared {
         let mut s = st.stats.clone();
         s.clock_offset_secs = st.offset;
         s.current_concurrency = self.accepted.load(Ordering::SeqCst);
-        let mut keys: Vec<KeyStats> = st.keys.values().cloned().collect();
+        let mut keys: Vec<(&Key, &KeyStats)> = st.keys.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        s.keys = keys.into_iter().map(|(_, v)| v.clone()).collect();
         drop(st);
-        keys.sort_by(|a, b| {
-            (a.identity.len(), &a.identity, &a.resource).cmp(&(
-                b.identity.len(),
-                &b.identity,
-                &b.resource,
-            ))
-        });
-        s.keys = keys;
         s.now = self.now();
         s
     }

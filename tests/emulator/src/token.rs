@@ -191,11 +191,23 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
         // 2021-05-22 17:14:33 UTC
         assert_eq!(civil(1_621_703_673), (2021, 5, 22, 17, 14, 33));
-        assert_eq!(msi_date(1_621_703_673, MsiClock::H24), "05/22/2021 17:14:33 +00:00");
+        assert_eq!(
+            msi_date(1_621_703_673, MsiClock::H24),
+            "05/22/2021 17:14:33 +00:00"
+        );
         // 2020-01-16 05:24:12 UTC
-        assert_eq!(msi_date(1_579_152_252, MsiClock::H12), "1/16/2020 5:24:12 AM +00:00");
-        assert_eq!(msi_date(1_579_132_800, MsiClock::H12), "1/16/2020 12:00:00 AM +00:00");
-        assert_eq!(msi_date(1_579_176_000, MsiClock::H12), "1/16/2020 12:00:00 PM +00:00");
+        assert_eq!(
+            msi_date(1_579_152_252, MsiClock::H12),
+            "1/16/2020 5:24:12 AM +00:00"
+        );
+        assert_eq!(
+            msi_date(1_579_132_800, MsiClock::H12),
+            "1/16/2020 12:00:00 AM +00:00"
+        );
+        assert_eq!(
+            msi_date(1_579_176_000, MsiClock::H12),
+            "1/16/2020 12:00:00 PM +00:00"
+        );
         assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));
     }
 
