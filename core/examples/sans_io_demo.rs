@@ -7,27 +7,19 @@
 //! Usage: `sans_io_demo AUTHORITY CLIENT_ID...` (AUTHORITY as in
 //! `AZURE_POD_IDENTITY_AUTHORITY_HOST`, e.g. `http://127.0.0.1:8080`).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use imds_cache::{
-    Config, Done, Endpoint, Feed, Flavour, Identity, Key, Lookup, Resource, Slot, Ticket,
-    TokenCache, Transport,
-};
+use imds_cache::{Config, Endpoint, Flavour, Identity, Key, Resource, Slot, TokenCache};
+
+#[path = "../tests/support/blocking.rs"]
+mod blocking;
+use blocking::{get_token, now_ms};
 
 const RESOURCES: [&str; 3] = [
     "https://management.azure.com",
     "https://vault.azure.net",
     "https://storage.azure.com",
 ];
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
@@ -118,117 +110,5 @@ fn describe(identity: &Identity<'_>) -> String {
     match identity.value() {
         "" => "system-assigned".into(),
         v => format!("client_id {v}"),
-    }
-}
-
-/// D5's protocol, blocking: hits return at once; fetches go on the wire; waits sleep.
-fn get_token<S: imds_cache::Storage>(
-    cache: &mut TokenCache<S>,
-    key: &Key<'_>,
-    endpoint: &Endpoint<'_>,
-    out: &mut [u8],
-) -> Result<(usize, u64), String> {
-    let deadline = now_ms() + 90_000;
-    loop {
-        let wait_until = match cache
-            .lookup(key, now_ms(), out)
-            .map_err(|e| e.to_string())?
-        {
-            Lookup::Hit {
-                len,
-                expires_on,
-                refresh,
-            } => {
-                if let Some(ticket) = refresh {
-                    fetch(cache, ticket, endpoint)?;
-                }
-                return Ok((len, expires_on));
-            }
-            Lookup::Fetch(ticket) => {
-                fetch(cache, ticket, endpoint)?;
-                continue;
-            }
-            Lookup::Pending { retry_at } | Lookup::Throttled { retry_at } => retry_at,
-            Lookup::Failed { error, retry_at } if retry_at < deadline => {
-                eprintln!("  retrying after: {error}");
-                retry_at
-            }
-            Lookup::Failed { error, .. } => return Err(error.to_string()),
-            Lookup::BufferTooSmall { needed } => return Err(format!("token needs {needed} bytes")),
-        };
-        if wait_until >= deadline {
-            return Err("deadline passed".into());
-        }
-        std::thread::sleep(Duration::from_millis(
-            wait_until.saturating_sub(now_ms()).max(1),
-        ));
-    }
-}
-
-/// One request on the wire for `ticket`, its response fed to the cache as it arrives.
-fn fetch<S: imds_cache::Storage>(
-    cache: &mut TokenCache<S>,
-    ticket: Ticket,
-    endpoint: &Endpoint<'_>,
-) -> Result<(), String> {
-    let mut request = [0u8; 4096];
-    let d = cache
-        .request(ticket, endpoint, &mut request)
-        .map_err(|e| e.to_string())?;
-    let addr = (d.host, d.port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next());
-    let stream = addr.and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok());
-    let Some(mut stream) = stream else {
-        let done = cache
-            .fail(ticket, Transport::Refused, now_ms())
-            .map_err(|e| e.to_string())?;
-        return report(done);
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    if stream.write_all(&request[..d.len]).is_err() {
-        let done = cache
-            .fail(ticket, Transport::Reset, now_ms())
-            .map_err(|e| e.to_string())?;
-        return report(done);
-    }
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(_) => {
-                let done = cache
-                    .fail(ticket, Transport::Reset, now_ms())
-                    .map_err(|e| e.to_string())?;
-                return report(done);
-            }
-        };
-        if n == 0 {
-            let done = cache
-                .eof(ticket, &mut received, now_ms())
-                .map_err(|e| e.to_string())?;
-            return report(done);
-        }
-        received.extend_from_slice(&chunk[..n]);
-        // The cache re-parses from the start; it rearranges the bytes only once complete.
-        match cache
-            .feed(ticket, &mut received, now_ms())
-            .map_err(|e| e.to_string())?
-        {
-            Feed::NeedMore => {}
-            Feed::Done(done) => return report(done),
-        }
-    }
-}
-
-fn report(done: Done<'_>) -> Result<(), String> {
-    match done {
-        Done::Token { .. } | Done::Retry { .. } => Ok(()),
-        Done::Failed {
-            failure, detail, ..
-        } => Err(format!("{failure}: {} {}", detail.code, detail.description)),
-        Done::NeedKeyFile { path } => Err(format!("Arc key file {path}: not handled by this demo")),
     }
 }

@@ -1,0 +1,91 @@
+import os, hashlib
+root = "/work/main/core/fuzz/corpus"
+bodies = {
+ "e01": '{"access_token":"<redacted>","client_id":"fe83865b-495e-4ec7-9574-12b264882c9f","expires_in":"86311","expires_on":"1643312761","ext_expires_in":"86399","not_before":"1643226061","resource":"https://management.azure.com","token_type":"Bearer"}',
+ "e02": '{"access_token": "redacted", "client_id": "client-id", "expires_in": "86400", "expires_on": "1619561622", "ext_expires_in": "86399", "not_before": "1619474922", "resource": "https://management.azure.com", "token_type": "Bearer"}',
+ "e03": '{"access_token":"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsIng1dCI6InJ0c0ZULWItN0x1WTdEVlllU05LY0lKN1ZuYyIsImtpZCI6InJ0c0ZULWItN0x1WTdEVlllU05LY0lKN1ZuYyJ9.....<elided>","client_id":"ebdab26b-8a80-402c-821f-d5d203342fc2","expires_in":"86132","expires_on":"1765008628","ext_expires_in":"86399","not_before":"1764921928","resource":"https://management.azure.com/","token_type":"Bearer"}',
+ "e04": '{"access_token":"eyJ0eXAi...","refresh_token":"","expires_in":"3599","expires_on":"1506484173","not_before":"1506480273","resource":"https://management.azure.com/","token_type":"Bearer"}',
+ "e05": '{"access_token":"dummytoken","client_id":"be5947ed-3560-4afe-9504-59967a63f810","expires_in":"3599","expires_on":"1541705014","ext_expires_in":"262800","not_before":"1508961830","resource":"https://va"}',
+ "e05_400": '{"error":"invalid_request","error_description":"Bad request"}',
+ "e05_404": '{"error":"not_found","error_description":"Not found"}',
+ "e05_405": '{"error":"method_not_allowed","error_description":"Not allowed"}',
+ "e05_429": '{"error":"too_many_requests","error_description":"Too many requests"}',
+ "e05_500": '{"error":"server_error","error_description":"Server error"}',
+ "e06": '{"error":"invalid_request","error_description":"Required metadata header not specified"}',
+ "e07": '{"error":"invalid_request","error_description":"Identity not found"}',
+ "e08": '{"error":"invalid_request","error_description":"Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request"}',
+ "e09": '{"error":"invalid_resource","error_description":"AADSTS500011: The resource principal named user.read was not found in the tenant named Microsoft. ...\\r\\nTrace ID: 2dff494a-...\\r\\nCorrelation ID: 77145480-...\\r\\nTimestamp: 2022-11-10 23:12:37Z","error_codes":[500011],"timestamp":"2022-11-10 23:12:37Z","trace_id":"2dff494a-0226-4f41-8859-d9f560ca8903","correlation_id":"77145480-bc5a-4ebe-ae4d-e4a8b7d727cf","error_uri":"https://westus2.login.microsoft.com/error?code=500011"}',
+ "e10": '{"error":"connecting to 169.254.169.254:80: connecting to 169.254.169.254:80: dial tcp 169.254.169.254:80: connectex: A socket operation was attempted to an unreachable network."}',
+ "e11": '{"access_token":"eyJ0eXAi...","refresh_token":"","expires_in":"3599","expires_on":"1506484173","not_before":"1506480273","resource":"https://management.azure.com/","token_type":"Bearer","client_id":"712eac09-e943-418c-9be6-9fd5c91078bl"}',
+ "e12": '{"access_token":"eyJ0eXAi\u2026","expires_on":"1586984735","resource":"https://vault.azure.net","token_type":"Bearer","client_id":"5E29463D-71DA-4FE0-8E69-999B57DB23B0"}',
+ "e13": '{"access_token": "redacted", "expires_on": "05/22/2021 17:14:33 +00:00", "resource": "https://management.azure.com", "token_type": "Bearer", "client_id": "6d807b1c-2a6f-41a0-b428-d0e3a08382a0"}',
+ "e14": '{"access_token":"eyJ0eXAi\u2026","expires_on":"09/14/2017 00:00:00 PM +00:00","resource":"https://vault.azure.net","token_type":"Bearer"}',
+ "e15": '{"statusCode":500,"message":"An unexpected error occured while fetching the AAD Token.","correlationId":"4ce26535-1769-4001-96e3-9019ce00922d"}',
+ "e16_401": '{"error":"unauthorized_client","error_description":"Missing Basic Authorization header","error_codes":[401]}',
+ "e16": '{"token_type":"Bearer","expires_in":"85770","expires_on":"1700085770","ext_expires_in":86399,"access_token":"*","resource":"https://management.azure.com"}',
+ "e17": '{"token_type":"Bearer","access_token":"eyJ0eXAiO...","expires_on":1765244611,"resource":"https://vault.azure.net/"}',
+ "e17_err": '{"error":{"correlationId":"aaaa0000-bb11-2222-33cc-444444dddddd","code":"SecretHeaderNotFound","message":"Secret is not found in the request headers."}}',
+ "e18": '{"error":{"code":"AudienceNotSupported","message":"Audience scope is not a supported MSI token audience.Supported audiences:https://management.core.windows.net/,https://management.azure.com/,https://graph.windows.net/,https://vault.azure.net,..."}}',
+ "e19": '{"access_token":"****","expires_in":3600,"expires_on":1700003600,"resource":"scope","token_type":"Bearer"}',
+ # differential-friendly shapes
+ "in_str": '{"access_token":"t","expires_in":"3600"}',
+ "in_num": '{"expires_in":3600,"access_token":"t"}',
+ "in_refresh": '{"access_token":"t","expires_in":7200,"refresh_in":1800}',
+ "in_escapes": '{"access_token":"a\\/b\\u0041\\ud83d\\ude00\\"c","expires_in":"60"}',
+ "in_unknown": '{"x":[1,{"y":[]}],"z":{"a":{"b":null}},"n":null,"b":true,"f":-1.5e3,"access_token":"t","expires_in":"1"}',
+ "on_rfc3339": '{"access_token":"t","expires_on":"2023-11-14T22:13:20Z","token_type":"bearer"}',
+ # malformed
+ "bad_empty": '',
+ "bad_notjson": '<html>502 Bad Gateway</html>',
+ "bad_trailing": '{"access_token":"t","expires_in":"1"} x',
+ "bad_unclosed": '{"access_token":"t","expires_in":"1"',
+ "bad_dup": '{"access_token":"t","access_token":"u","expires_in":"1"}',
+ "bad_fraction": '{"access_token":"t","expires_in":3599.0}',
+ "bad_negative": '{"access_token":"t","expires_in":-1}',
+ "bad_null": '{"access_token":"t","expires_in":null}',
+ "bad_surrogate": '{"access_token":"a\\ud83db","expires_in":"1"}',
+ "bad_control": '{"access_token":"a\\u000ab","expires_in":"1"}',
+ "bad_pop": '{"access_token":"t","expires_in":"1","token_type":"pop"}',
+ "bad_date": '{"access_token":"t","expires_on":"13/01/2021 00:00:00"}',
+ "bad_bare": '{"access_token":"t","expires_in":"1","x":tru}',
+}
+def w(target, name, data):
+    d = os.path.join(root, target); os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, name), "wb").write(data)
+for name, b in bodies.items():
+    raw = b.encode()
+    w("token_body", name, raw)
+    w("token_body_vs_serde_json", name, raw)
+status = {"e05_400":"400 Bad Request","e05_404":"404 Not Found","e05_405":"405 Method Not Allowed","e05_429":"429 Too Many Requests","e05_500":"500 Internal Server Error","e06":"400 Bad Request","e07":"400 Bad Request","e08":"400 Bad Request","e09":"400 Bad Request","e10":"403 Forbidden","e15":"500 Internal Server Error","e16_401":"401 Unauthorized","e17_err":"400 Bad Request","e18":"400 Bad Request"}
+def cl(st, body, extra=""):
+    return (f"HTTP/1.1 {st}\r\nContent-Length: {len(body)}\r\nContent-Type: application/json; charset=utf-8\r\nServer: IMDS/150.870.65.528\r\n{extra}\r\n").encode()+body
+def chunked(st, body, extra=""):
+    out = f"HTTP/1.1 {st}\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n{extra}\r\n".encode()
+    for i in range(0, len(body), 64):
+        c = body[i:i+64]; out += f"{len(c):x}\r\n".encode()+c+b"\r\n"
+    return out + b"0\r\n\r\n"
+for name, b in bodies.items():
+    if name.startswith("bad_"): continue
+    raw = b.encode(); st = status.get(name, "200 OK")
+    w("response", name+"_cl", cl(st, raw))
+    w("response", name+"_chunked", chunked(st, raw))
+arc = bodies["e16_401"].encode()
+w("response", "e16_401_challenge", cl("401 Unauthorized", arc, "WWW-Authenticate: Basic realm=/var/opt/azcmagent/tokens/0123.key\r\n"))
+w("response", "e15_400_chunked_empty", b"HTTP/1.1 400 Bad Request\r\nServer: Kestrel\r\nTransfer-Encoding: chunked\r\nX-CORRELATION-ID: 4ce26535\r\n\r\n0\r\n\r\n")
+w("response", "retry_after_secs", cl("429 Too Many Requests", bodies["e05_429"].encode(), "Retry-After: 5\r\n"))
+w("response", "retry_after_date", cl("503 Service Unavailable", b"", "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n"))
+w("response", "gone_410", cl("410 Gone", b""))
+w("response", "continue_then_200", b"HTTP/1.1 100 Continue\r\n\r\n"+cl("200 OK", bodies["in_str"].encode()))
+w("response", "close_delimited", b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"+bodies["e19"].encode())
+w("response", "no_content_204", b"HTTP/1.1 204 No Content\r\n\r\n")
+w("response", "chunk_ext_trailer", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\n{\"acc\r\n23\r\ness_token\":\"t\",\"expires_in\":\"3600\"}\r\n0\r\nX-Trailer: 1\r\n\r\n")
+# malformed responses
+w("response", "bad_both_framings", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+w("response", "bad_cl_mismatch", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}x")
+w("response", "bad_cl_notnum", b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n{")
+w("response", "bad_chunk_size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+w("response", "bad_gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+w("response", "bad_too_large", b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n{")
+w("response", "bad_status", b"HTTP/1.1 99 Odd\r\n\r\n")
+w("response", "bad_truncated", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"access_token\"")
+w("response", "bad_garbage", b"\x00\xffGET / HTTP/1.1\r\n\r\n")
