@@ -1,5 +1,7 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets (run from anywhere; files are added to corpus/<target>/)."""
 import os, hashlib
-root = "/work/main/core/fuzz/corpus"
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 bodies = {
  "e01": '{"access_token":"<redacted>","client_id":"fe83865b-495e-4ec7-9574-12b264882c9f","expires_in":"86311","expires_on":"1643312761","ext_expires_in":"86399","not_before":"1643226061","resource":"https://management.azure.com","token_type":"Bearer"}',
  "e02": '{"access_token": "redacted", "client_id": "client-id", "expires_in": "86400", "expires_on": "1619561622", "ext_expires_in": "86399", "not_before": "1619474922", "resource": "https://management.azure.com", "token_type": "Bearer"}',

@@ -8,17 +8,8 @@ use std::path::Path;
 #[path = "../fuzz/checks.rs"]
 mod checks;
 
-/// Expands its input only when serde_json is a dev-dependency of this crate. Once
-/// `serde_json = "1"` is under `[dependencies]`' sibling `[dev-dependencies]` in
-/// `core/Cargo.toml`, change the body below to `{ $($t)* }` to replay the differential target.
-macro_rules! with_serde_json {
-    ($($t:tt)*) => {};
-}
-
-with_serde_json! {
-    #[path = "../fuzz/differential.rs"]
-    mod differential;
-}
+#[path = "../fuzz/differential.rs"]
+mod differential;
 
 /// Runs `check` on every file of every `<dir>/<target>/`; returns how many files ran.
 fn replay(dir: &Path, target: &str, check: &dyn Fn(&[u8])) -> usize {
@@ -54,13 +45,11 @@ fn fuzz_corpora_replay() {
         assert!(n > 0, "no files replayed for {target}");
         total += n;
     }
-    with_serde_json! {
-        let n = replay(&fuzz, "token_body_vs_serde_json", &|data: &[u8]| {
-            differential::token_body_vs_serde_json(data);
-        });
-        assert!(n > 0);
-        total += n;
-    }
+    let n = replay(&fuzz, "token_body_vs_serde_json", &|data: &[u8]| {
+        differential::token_body_vs_serde_json(data);
+    });
+    assert!(n > 0);
+    total += n;
     assert!(total > 0, "no fuzz inputs replayed");
     println!("replayed {total} fuzz inputs");
 }
