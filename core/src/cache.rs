@@ -28,7 +28,7 @@ use crate::response::{
     self, Classified, ErrorDetail, Failure, FailureKind, OutcomeClass, TokenBody,
 };
 use crate::storage::{
-    read_chain, Alloc, ArrayStorage, Cursor, SliceStorage, Slot, Storage, StorageError, ANSWERED,
+    read_chain, Alloc, ArrayStorage, BufferStorage, Cursor, Slot, Storage, StorageError, ANSWERED,
     CHALLENGED, HAS_TOKEN, NIL, OCCUPIED, REFERENCED,
 };
 
@@ -318,17 +318,24 @@ pub struct TokenCache<S: Storage> {
     block_size: usize,
 }
 
-impl<'a> TokenCache<SliceStorage<'a>> {
-    /// A cache over caller memory sized at run time (see [`SliceStorage::new`]).
+impl<S, I, A, L> TokenCache<BufferStorage<S, I, A, L>>
+where
+    S: AsMut<[Slot]> + AsRef<[Slot]>,
+    I: AsMut<[u32]> + AsRef<[u32]>,
+    A: AsMut<[u8]> + AsRef<[u8]>,
+    L: AsMut<[u32]> + AsRef<[u32]>,
+{
+    /// A cache over buffers sized at run time: caller memory (`&mut [T]`) or owning
+    /// containers (see [`BufferStorage::new`] for the shapes).
     pub fn with_slices(
         config: Config,
-        slots: &'a mut [Slot],
-        index: &'a mut [u32],
-        arena: &'a mut [u8],
-        links: &'a mut [u32],
+        slots: S,
+        index: I,
+        arena: A,
+        links: L,
     ) -> Result<Self, NewError> {
         config.validate().map_err(NewError::Config)?;
-        let storage = SliceStorage::new(slots, index, arena, links).map_err(NewError::Storage)?;
+        let storage = BufferStorage::new(slots, index, arena, links).map_err(NewError::Storage)?;
         Ok(Self::from_storage(config, storage))
     }
 }
@@ -748,6 +755,23 @@ impl<S: Storage> TokenCache<S> {
         let s = self.live(ticket, self.last_now)?;
         self.release(s, ticket);
         Ok(())
+    }
+
+    /// Gives back every live ticket (D12: after `fork`, the threads that held them do not exist
+    /// in the child). Tokens are kept.
+    pub fn release_all_tickets(&mut self) {
+        for s in 0..self.storage.slots().len() as u32 {
+            let slot = self.slot(s);
+            if slot.occupied() && slot.lease_until != 0 {
+                self.release(
+                    s,
+                    Ticket {
+                        slot: s,
+                        generation: slot.generation,
+                    },
+                );
+            }
+        }
     }
 
     /// Drops `key`'s token (after a downstream 401 or a claims challenge); its bytes are wiped.

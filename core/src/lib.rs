@@ -69,7 +69,9 @@ pub use response::{
     classify, parse_token_body, BodyError, Classified, ErrorBody, ErrorDetail, Failure,
     FailureKind, OutcomeClass, TimeField, TokenBody, MAX_CODE_LEN, MAX_DESCRIPTION_LEN,
 };
-pub use storage::{ArrayStorage, SliceStorage, Slot, Storage, StorageError, BLOCK_SIZE};
+pub use storage::{
+    ArrayStorage, BufferStorage, SliceStorage, Slot, Storage, StorageError, BLOCK_SIZE,
+};
 pub use time::{parse_expires_on, parse_http_date, parse_seconds, TimeError, YEAR_2001};
 
 pub use arm::{parse_arm_identity, ArmError, ArmIdentities, UserAssigned, ARM_MAX_DEPTH};

@@ -137,39 +137,46 @@ impl core::fmt::Display for StorageError {
 
 impl core::error::Error for StorageError {}
 
-/// Caller-provided storage, sized at run time (the C ABI's way).
-pub struct SliceStorage<'a> {
-    slots: &'a mut [Slot],
-    index: &'a mut [u32],
-    arena: &'a mut [u8],
-    links: &'a mut [u32],
+/// Storage in four buffers sized at run time: borrowed caller memory ([`SliceStorage`], the
+/// C ABI's way) or any owning container (`Vec`, `Box<[T]>`) in a std driver.
+pub struct BufferStorage<S, I, A, L> {
+    slots: S,
+    index: I,
+    arena: A,
+    links: L,
 }
 
-impl<'a> SliceStorage<'a> {
-    /// Storage over caller memory. `slots` must be [`Slot::EMPTY`]s and `index` zeros (as
-    /// fresh memory is); `index.len() >= 2 * slots.len()`; `arena.len()` is a multiple of
-    /// `links.len()`, giving the block size (≥ 64).
-    pub fn new(
-        slots: &'a mut [Slot],
-        index: &'a mut [u32],
-        arena: &'a mut [u8],
-        links: &'a mut [u32],
-    ) -> Result<Self, StorageError> {
-        if slots.is_empty() || slots.len() >= NIL as usize {
+/// Storage over borrowed caller memory.
+pub type SliceStorage<'a> =
+    BufferStorage<&'a mut [Slot], &'a mut [u32], &'a mut [u8], &'a mut [u32]>;
+
+impl<S, I, A, L> BufferStorage<S, I, A, L>
+where
+    S: AsMut<[Slot]> + AsRef<[Slot]>,
+    I: AsMut<[u32]> + AsRef<[u32]>,
+    A: AsMut<[u8]> + AsRef<[u8]>,
+    L: AsMut<[u32]> + AsRef<[u32]>,
+{
+    /// Storage over four buffers. Their contents are reset; `index.len() >= 2 * slots.len()`;
+    /// `arena.len()` is a multiple of `links.len()`, giving the block size (≥ 64).
+    pub fn new(mut slots: S, mut index: I, arena: A, links: L) -> Result<Self, StorageError> {
+        let (n_slots, n_index) = (slots.as_ref().len(), index.as_ref().len());
+        let (n_arena, n_links) = (arena.as_ref().len(), links.as_ref().len());
+        if n_slots == 0 || n_slots >= NIL as usize {
             return Err(StorageError::SlotCount);
         }
-        if index.len() < 2 * slots.len() {
+        if n_index < 2 * n_slots {
             return Err(StorageError::IndexTooSmall);
         }
-        if links.is_empty()
-            || links.len() >= NIL as usize
-            || arena.len() % links.len() != 0
-            || arena.len() / links.len() < 64
+        if n_links == 0
+            || n_links >= NIL as usize
+            || n_arena % n_links != 0
+            || n_arena / n_links < 64
         {
             return Err(StorageError::ArenaShape);
         }
-        slots.fill(Slot::EMPTY);
-        index.fill(0);
+        slots.as_mut().fill(Slot::EMPTY);
+        index.as_mut().fill(0);
         Ok(Self {
             slots,
             index,
@@ -179,24 +186,30 @@ impl<'a> SliceStorage<'a> {
     }
 }
 
-impl sealed::Sealed for SliceStorage<'_> {}
+impl<S, I, A, L> sealed::Sealed for BufferStorage<S, I, A, L> {}
 
-impl Storage for SliceStorage<'_> {
+impl<S, I, A, L> Storage for BufferStorage<S, I, A, L>
+where
+    S: AsMut<[Slot]> + AsRef<[Slot]>,
+    I: AsMut<[u32]> + AsRef<[u32]>,
+    A: AsMut<[u8]> + AsRef<[u8]>,
+    L: AsMut<[u32]> + AsRef<[u32]>,
+{
     fn parts(&mut self) -> Parts<'_> {
         Parts {
-            slots: self.slots,
-            index: self.index,
-            arena: self.arena,
-            links: self.links,
+            slots: self.slots.as_mut(),
+            index: self.index.as_mut(),
+            arena: self.arena.as_mut(),
+            links: self.links.as_mut(),
         }
     }
 
     fn slots(&self) -> &[Slot] {
-        self.slots
+        self.slots.as_ref()
     }
 
     fn arena(&self) -> (&[u8], &[u32]) {
-        (self.arena, self.links)
+        (self.arena.as_ref(), self.links.as_ref())
     }
 }
 

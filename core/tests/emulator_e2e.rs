@@ -6,39 +6,17 @@
 mod blocking;
 
 use imds_cache::{
-    Config, Endpoint, Flavour, Identity, Key, Lookup, Resource, SliceStorage, Slot, TokenCache,
+    Config, Endpoint, Flavour, Identity, Key, Lookup, Resource, Slot, Storage, TokenCache,
 };
 use imds_emulator::{Emulator, Fault, FaultRule, Mode};
 
 const ARM: &str = "https://management.azure.com";
 
-struct Fixture {
-    slots: Vec<Slot>,
-    index: Vec<u32>,
-    arena: Vec<u8>,
-    links: Vec<u32>,
-}
-
-impl Fixture {
-    fn new(entries: usize) -> Self {
-        Self {
-            slots: vec![Slot::EMPTY; entries],
-            index: vec![0; 2 * entries],
-            arena: vec![0; entries * 16 * 256],
-            links: vec![0; entries * 16],
-        }
-    }
-
-    fn cache(&mut self, config: Config) -> TokenCache<SliceStorage<'_>> {
-        TokenCache::with_slices(
-            config,
-            &mut self.slots,
-            &mut self.index,
-            &mut self.arena,
-            &mut self.links,
-        )
-        .unwrap()
-    }
+/// A cache over owned buffers sized at run time.
+fn cache(entries: usize, config: Config) -> TokenCache<impl Storage> {
+    let storage = (vec![Slot::EMPTY; entries], vec![0u32; 2 * entries]);
+    let arena = (vec![0u8; entries * 16 * 256], vec![0u32; entries * 16]);
+    TokenCache::with_slices(config, storage.0, storage.1, arena.0, arena.1).unwrap()
 }
 
 fn start(mode: Mode, identities: usize, faults: Vec<FaultRule>) -> Emulator {
@@ -62,8 +40,7 @@ fn thirty_keys_within_the_budget_and_all_tokens_genuine() {
     let emulator = start(Mode::Imds, 9, vec![]);
     let url = emulator.url();
     let endpoint = Endpoint::imds_authority(&url).unwrap();
-    let mut fixture = Fixture::new(64);
-    let mut cache = fixture.cache(Config::DEFAULT);
+    let mut cache = cache(64, Config::DEFAULT);
     let ids = emulator.identities();
     let resources = [ARM, "https://vault.azure.net", "https://storage.azure.com"];
     let mut out = vec![0u8; 16 * 1024];
@@ -105,11 +82,13 @@ fn transient_failures_are_retried_with_backoff() {
     let emulator = start(Mode::Imds, 1, faults);
     let url = emulator.url();
     let endpoint = Endpoint::imds_authority(&url).unwrap();
-    let mut fixture = Fixture::new(8);
-    let mut cache = fixture.cache(Config {
-        backoff_initial_ms: 50,
-        ..Config::DEFAULT
-    });
+    let mut cache = cache(
+        8,
+        Config {
+            backoff_initial_ms: 50,
+            ..Config::DEFAULT
+        },
+    );
     let key = Key {
         flavour: Flavour::Imds,
         identity: Identity::SYSTEM,
@@ -129,8 +108,7 @@ fn unknown_identity_is_terminal_and_not_retried() {
     let emulator = start(Mode::Imds, 2, vec![]);
     let url = emulator.url();
     let endpoint = Endpoint::imds_authority(&url).unwrap();
-    let mut fixture = Fixture::new(8);
-    let mut cache = fixture.cache(Config::DEFAULT);
+    let mut cache = cache(8, Config::DEFAULT);
     let key = Key {
         flavour: Flavour::Imds,
         identity: Identity::client_id("00000000-0000-4000-8000-000000000000").unwrap(),
@@ -156,8 +134,7 @@ fn arc_challenge_end_to_end() {
         .arc_key_dir
         .push_str(emulator.arc_key_dir().to_str().unwrap())
         .unwrap();
-    let mut fixture = Fixture::new(8);
-    let mut cache = fixture.cache(config);
+    let mut cache = cache(8, config);
     let key = Key {
         flavour: Flavour::Arc,
         identity: Identity::SYSTEM,
@@ -178,8 +155,7 @@ fn unreachable_endpoint_is_unavailable_at_once() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let endpoint = Endpoint::imds_authority(&url).unwrap();
-    let mut fixture = Fixture::new(8);
-    let mut cache = fixture.cache(Config::DEFAULT);
+    let mut cache = cache(8, Config::DEFAULT);
     let key = Key {
         flavour: Flavour::Imds,
         identity: Identity::SYSTEM,

@@ -1,6 +1,7 @@
 //! The cache driven with a fake clock through every transition of D4–D9.
 
 use super::*;
+use crate::SliceStorage;
 use std::boxed::Box;
 use std::format;
 use std::string::String;
