@@ -1,0 +1,542 @@
+//! The blocking client: the core cache behind one lock, the wall clock, the sockets, and a
+//! background refresher.
+//!
+//! A hit takes the lock, copies the token into the caller's buffer and returns: no
+//! allocation, no I/O. A miss gets a ticket from the core and does the fetch itself with the
+//! lock released, so other keys never wait; callers of the same key wait on a condition
+//! variable (striped by key) until the fetch completes. A hit that carries a refresh ticket
+//! hands it to the refresher thread, so hot paths never wait on IMDS.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use std::io::Read;
+
+use imds_cache::{
+    BufferStorage, CacheError, Config, Done, ErrorDetail, Failure, FailureKind, Feed, Flavour,
+    Identity, Key, Lookup, OutcomeClass, RequestError, Resource, Slot, Stats, Ticket, TokenCache,
+    ARC_MAX_KEY_LEN,
+};
+use parking_lot::{Condvar, Mutex};
+
+use crate::http;
+use crate::source::{self, OwnedEndpoint, SourceSpec};
+use crate::Error;
+
+type Cache = TokenCache<BufferStorage<Box<[Slot]>, Box<[u32]>, Box<[u8]>, Box<[u32]>>>;
+
+/// Condition variables that waiters of one key share with a few other keys.
+const STRIPES: usize = 64;
+
+/// How a [`Client`] is set up.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The core's policy (budget, backoff, lease, limits).
+    pub cache: Config,
+    /// Entries the cache holds.
+    pub capacity: usize,
+    /// Arena bytes per entry, on average (2 KiB tokens need 2 KiB + the key).
+    pub bytes_per_entry: usize,
+    /// Where tokens come from.
+    pub source: SourceSpec,
+    /// Overall deadline of a blocking call (D7: 90 s, longer than the 410 window).
+    pub deadline: Duration,
+    /// Connect timeout per attempt (1 s).
+    pub connect_timeout: Duration,
+    /// Total time for one attempt's reads (10 s): a trickle is cut.
+    pub attempt_timeout: Duration,
+    /// Run the background refresher.
+    pub refresher: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            cache: Config::DEFAULT,
+            capacity: 4096,
+            bytes_per_entry: 2560,
+            source: SourceSpec::Auto,
+            deadline: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(10),
+            refresher: true,
+        }
+    }
+}
+
+struct State {
+    cache: Cache,
+    /// Refresh tickets handed out with hits, for the refresher.
+    queue: VecDeque<Ticket>,
+    stopping: bool,
+    /// The process the refresher thread runs in (D12: after `fork` the child has none).
+    refresher_pid: u32,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    stripes: [Condvar; STRIPES],
+    /// Woken on every completion: callers waiting for budget.
+    completions: Condvar,
+    /// Wakes the refresher.
+    refresher: Condvar,
+    flavour: Flavour,
+    explicit: Option<OwnedEndpoint>,
+    config: ClientConfig,
+}
+
+/// The blocking client. Cheap to share: clone the `Arc` or use it from many threads (`&self`).
+pub struct Client {
+    shared: Arc<Shared>,
+    refresher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What `prefetch` reports as it goes and at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Keys finished (with a token or an error).
+    pub done: usize,
+    /// Keys with a token.
+    pub ok: usize,
+    /// Keys asked for.
+    pub total: usize,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Milliseconds from now until `at` (epoch ms), as a duration.
+fn until(at: u64) -> Duration {
+    Duration::from_millis(at.saturating_sub(now_ms()))
+}
+
+impl Client {
+    /// A client with the default configuration, its endpoint detected from the environment.
+    pub fn new() -> Result<Self, Error> {
+        Self::with_config(ClientConfig::default())
+    }
+
+    /// A client with `config`.
+    pub fn with_config(config: ClientConfig) -> Result<Self, Error> {
+        let (flavour, explicit) = match &config.source {
+            SourceSpec::Auto => (source::detect(&source::process_env)?, None),
+            SourceSpec::Explicit(e) => (e.flavour, Some(e.clone())),
+        };
+        let blocks = (config.capacity.max(1) * config.bytes_per_entry).div_ceil(256);
+        let cache = TokenCache::with_slices(
+            config.cache.clone(),
+            vec![Slot::EMPTY; config.capacity].into_boxed_slice(),
+            vec![0u32; 2 * config.capacity].into_boxed_slice(),
+            vec![0u8; blocks * 256].into_boxed_slice(),
+            vec![0u32; blocks].into_boxed_slice(),
+        )
+        .map_err(Error::Config)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                cache,
+                queue: VecDeque::with_capacity(64),
+                stopping: false,
+                refresher_pid: 0,
+            }),
+            stripes: std::array::from_fn(|_| Condvar::new()),
+            completions: Condvar::new(),
+            refresher: Condvar::new(),
+            flavour,
+            explicit,
+            config,
+        });
+        crate::fork::register(Arc::downgrade(&shared));
+        let client = Client { shared, refresher: Mutex::new(None) };
+        client.ensure_refresher();
+        Ok(client)
+    }
+
+    /// The endpoint flavour tokens come from.
+    pub fn flavour(&self) -> Flavour {
+        self.shared.flavour
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.state.lock().cache.stats()
+    }
+
+    /// The key of `identity` and `resource` at this client's endpoint.
+    fn key<'k>(&self, identity: &Identity<'k>, resource: &Resource<'k>) -> Key<'k> {
+        Key { flavour: self.shared.flavour, identity: *identity, resource: *resource }
+    }
+
+    /// The token for `identity` and `resource`, copied into `out`: `(length, expires_on in
+    /// epoch seconds)`. A hit allocates nothing and does no I/O. The copy in `out` is the
+    /// caller's to wipe (D13).
+    pub fn get_token_into(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+        out: &mut [u8],
+    ) -> Result<(usize, u64), Error> {
+        let deadline = Instant::now() + self.shared.config.deadline;
+        self.get_token_until(identity, resource, out, deadline)
+    }
+
+    /// [`get_token_into`](Self::get_token_into) with an explicit deadline.
+    pub fn get_token_until(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+        out: &mut [u8],
+        deadline: Instant,
+    ) -> Result<(usize, u64), Error> {
+        let key = self.key(identity, resource);
+        let shared = &self.shared;
+        let mut last: Option<(Failure, ErrorDetail)> = None;
+        loop {
+            let mut state = shared.state.lock();
+            // The only error a lookup has is CacheFull.
+            let answer = state.cache.lookup(&key, now_ms(), out).map_err(|_| Error::CacheFull)?;
+            let wait_until = match answer {
+                Lookup::Hit { len, expires_on, refresh } => {
+                    if let Some(ticket) = refresh {
+                        state.queue.push_back(ticket);
+                        shared.refresher.notify_one();
+                    }
+                    return Ok((len, expires_on / 1000));
+                }
+                Lookup::BufferTooSmall { needed } => return Err(Error::BufferTooSmall { needed }),
+                Lookup::Fetch(ticket) => {
+                    drop(state);
+                    if self.shared.config.refresher {
+                        self.ensure_refresher();
+                    }
+                    last = shared.fetch(ticket, Some(&key)).or(last);
+                    continue;
+                }
+                Lookup::Pending { retry_at } => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::Deadline { last: last.map(|l| l.0) });
+                    }
+                    let wake = (Instant::now() + until(retry_at)).min(deadline);
+                    shared.stripes[stripe(&key)].wait_until(&mut state, wake);
+                    continue;
+                }
+                Lookup::Throttled { retry_at } => retry_at,
+                Lookup::Failed { error, retry_at } => {
+                    let detail = last
+                        .take()
+                        .filter(|(f, _)| *f == error)
+                        .map(|(_, d)| d)
+                        .unwrap_or_default();
+                    match error.kind.class() {
+                        OutcomeClass::Unavailable => {
+                            return Err(Error::Unavailable(error.kind.as_str()))
+                        }
+                        OutcomeClass::Terminal => return Err(Error::Failed { failure: error, detail }),
+                        OutcomeClass::Retry => {
+                            last = Some((error, detail));
+                            retry_at
+                        }
+                    }
+                }
+            };
+            let wake = Instant::now() + until(wait_until);
+            if wake >= deadline {
+                return Err(Error::Deadline { last: last.map(|l| l.0) });
+            }
+            shared.completions.wait_until(&mut state, wake);
+        }
+    }
+
+    /// [`get_token_into`](Self::get_token_into) returning an owned token.
+    pub fn get_token(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> Result<(Vec<u8>, u64), Error> {
+        let mut buf = vec![0u8; self.shared.config.cache.max_token_bytes];
+        let (len, expires_on) = self.get_token_into(identity, resource, &mut buf)?;
+        buf.truncate(len);
+        Ok((buf, expires_on))
+    }
+
+    /// Drops the token of `identity` and `resource` (after a downstream 401 or a claims
+    /// challenge): the next call fetches a new one.
+    pub fn invalidate(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> bool {
+        let key = self.key(identity, resource);
+        self.shared.state.lock().cache.invalidate(&key, now_ms())
+    }
+
+    /// Warms every (identity, resource) pair within the budget, with up to `in_flight`
+    /// fetches at once; returns when all are done or at `deadline`. `progress` is called on
+    /// the calling thread after each key.
+    pub fn prefetch(
+        &self,
+        identities: &[Identity<'_>],
+        resources: &[Resource<'_>],
+        deadline: Instant,
+        mut progress: impl FnMut(Progress),
+    ) -> (Progress, Vec<(usize, Error)>) {
+        let keys: Vec<(Identity<'_>, Resource<'_>)> =
+            identities.iter().flat_map(|i| resources.iter().map(move |r| (*i, *r))).collect();
+        let total = keys.len();
+        let next = AtomicUsize::new(0);
+        let workers = (self.shared.config.cache.in_flight as usize).clamp(1, total.max(1));
+        let (tx, rx) = mpsc::channel::<(usize, Result<(), Error>)>();
+        let mut report = Progress { done: 0, ok: 0, total };
+        let mut errors = Vec::new();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (keys, next) = (&keys, &next);
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; self.shared.config.cache.max_token_bytes];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((identity, resource)) = keys.get(i) else { return };
+                        let r = self.get_token_until(identity, resource, &mut buf, deadline);
+                        if tx.send((i, r.map(|_| ()))).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, result) in rx {
+                report.done += 1;
+                match result {
+                    Ok(()) => report.ok += 1,
+                    Err(e) => errors.push((i, e)),
+                }
+                progress(report);
+            }
+        });
+        (report, errors)
+    }
+
+    /// Starts the refresher if this process has none (at creation, and lazily after `fork`).
+    fn ensure_refresher(&self) {
+        if !self.shared.config.refresher {
+            return;
+        }
+        let pid = std::process::id();
+        {
+            let mut state = self.shared.state.lock();
+            if state.refresher_pid == pid || state.stopping {
+                return;
+            }
+            state.refresher_pid = pid;
+        }
+        let weak = Arc::downgrade(&self.shared);
+        let handle = std::thread::Builder::new()
+            .name("imds-cache-refresher".into())
+            .spawn(move || refresher(weak))
+            .ok();
+        let mut slot = self.refresher.lock();
+        // A handle from before a fork names a thread of the parent: forget it.
+        *slot = handle;
+    }
+
+    /// D12, in a child after `fork`: drop the tickets of threads that do not exist here; the
+    /// refresher restarts on the next miss. Registered with `pthread_atfork` automatically;
+    /// calling it again is harmless.
+    pub fn atfork_child(&self) {
+        reset_child(&self.shared);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shared.state.lock().stopping = true;
+        self.shared.refresher.notify_all();
+        if let Some(handle) = self.refresher.lock().take() {
+            if self.shared.state.lock().refresher_pid == std::process::id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Performs one fetch for `ticket` and settles it in the cache; returns the failure and
+    /// its text when it failed. Wakes the waiters.
+    fn fetch(&self, ticket: Ticket, key: Option<&Key<'_>>) -> Option<(Failure, ErrorDetail)> {
+        let outcome = self.exchange(ticket);
+        match key {
+            Some(key) => {
+                self.stripes[stripe(key)].notify_all();
+            }
+            None => self.stripes.iter().for_each(|c| {
+                c.notify_all();
+            }),
+        }
+        self.completions.notify_all();
+        outcome
+    }
+
+    /// The request legs of one ticket (two for Arc), each response fed to the cache as it
+    /// arrives, with the lock held only while the cache works.
+    fn exchange(&self, ticket: Ticket) -> Option<(Failure, ErrorDetail)> {
+        let owned = match &self.explicit {
+            Some(e) => Ok(e.clone()),
+            None => source::from_env(self.flavour, &source::process_env),
+        };
+        let endpoint = match owned.as_ref().map_err(Clone::clone).and_then(|o| o.endpoint()) {
+            Ok(e) => e,
+            Err(e) => return Some(self.abandon(ticket, e)),
+        };
+        let timeouts = http::Timeouts {
+            connect: self.config.connect_timeout,
+            attempt: self.config.attempt_timeout,
+        };
+        let max = self.config.cache.max_token_bytes + 4096 + 1;
+        let mut request = vec![0u8; 8192];
+        let first = self.state.lock().cache.request(ticket, &endpoint, &mut request);
+        let mut to = match first {
+            Ok(d) => d,
+            Err(e) => return Some(self.abandon(ticket, Error::Request(request_error(e)))),
+        };
+        loop {
+            let mut conn = match http::Connection::open(to.host, to.port, &request[..to.len], timeouts) {
+                Ok(c) => c,
+                Err(t) => return self.settle(self.state.lock().cache.fail(ticket, t, now_ms())),
+            };
+            let mut received = Vec::with_capacity(4096);
+            let key_file = loop {
+                let read = conn.read_into(&mut received, max);
+                let mut state = self.state.lock();
+                let now = now_ms();
+                let done = match read {
+                    Err(t) => state.cache.fail(ticket, t, now),
+                    Ok(0) => state.cache.eof(ticket, &mut received, now),
+                    Ok(_) => match state.cache.feed(ticket, &mut received, now) {
+                        Ok(Feed::NeedMore) => continue,
+                        Ok(Feed::Done(done)) => Ok(done),
+                        Err(e) => Err(e),
+                    },
+                };
+                match done {
+                    Ok(Done::NeedKeyFile { path }) => break path.to_string(),
+                    other => return self.settle(other),
+                }
+            };
+            let key = match read_arc_key(&key_file) {
+                Ok(k) => k,
+                // An unreadable key file fails the ticket the way a bad key does.
+                Err(_) => b"\x00".to_vec(),
+            };
+            let next = self.state.lock().cache.complete_challenge(ticket, &endpoint, &key, now_ms(), &mut request);
+            to = match next {
+                Ok(d) => d,
+                Err(CacheError::Throttled { retry_at }) => {
+                    std::thread::sleep(until(retry_at));
+                    match self.state.lock().cache.complete_challenge(ticket, &endpoint, &key, now_ms(), &mut request) {
+                        Ok(d) => d,
+                        Err(_) => return Some((Failure::new(FailureKind::BadChallenge), ErrorDetail::default())),
+                    }
+                }
+                Err(_) => return Some((Failure::new(FailureKind::BadChallenge), ErrorDetail::default())),
+            };
+        }
+    }
+
+    /// The failure of a finished ticket, if it failed.
+    fn settle(&self, done: Result<Done<'_>, CacheError>) -> Option<(Failure, ErrorDetail)> {
+        match done {
+            Ok(Done::Retry { failure, detail, .. } | Done::Failed { failure, detail, .. }) => Some((failure, detail)),
+            Ok(_) => None,
+            // The lease lapsed while we fetched: another caller owns the key now.
+            Err(_) => None,
+        }
+    }
+
+    /// Gives the ticket back when no request could be built (configuration errors).
+    fn abandon(&self, ticket: Ticket, e: Error) -> (Failure, ErrorDetail) {
+        let _ = self.state.lock().cache.cancel(ticket);
+        let mut detail = ErrorDetail::default();
+        let _ = std::fmt::Write::write_fmt(&mut detail.description, format_args!("{e}"));
+        (Failure::new(FailureKind::BadRequest), detail)
+    }
+}
+
+fn request_error(e: CacheError) -> RequestError {
+    match e {
+        CacheError::Request(r) => r,
+        _ => RequestError::InvalidEndpoint,
+    }
+}
+
+/// Reads Arc's key file: a regular file (not a symlink), at most 4096 bytes. The core has
+/// already checked the folder and the `.key` extension.
+fn read_arc_key(path: &str) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_file() || meta.len() > ARC_MAX_KEY_LEN as u64 {
+        return Err(std::io::Error::other("not a regular key file of at most 4096 bytes"));
+    }
+    let mut key = Vec::with_capacity(ARC_MAX_KEY_LEN + 1);
+    std::io::Read::take(std::fs::File::open(path)?, ARC_MAX_KEY_LEN as u64 + 1).read_to_end(&mut key)?;
+    Ok(key)
+}
+
+/// The refresher: takes refresh tickets handed out with hits, and polls for due refreshes
+/// at the cache's next deadline. Ends when the client is dropped.
+fn refresher(weak: Weak<Shared>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let ticket = {
+            let mut state = shared.state.lock();
+            if state.stopping || state.refresher_pid != std::process::id() {
+                return;
+            }
+            match state.queue.pop_front() {
+                Some(t) => Some(t),
+                None => match state.cache.poll_refresh(now_ms()) {
+                    Ok(t) => Some(t),
+                    Err(next) => {
+                        let wake = next.map_or(Duration::from_secs(60), until).min(Duration::from_secs(60));
+                        shared.refresher.wait_for(&mut state, wake.max(Duration::from_millis(1)));
+                        None
+                    }
+                },
+            }
+        };
+        if let Some(ticket) = ticket {
+            shared.fetch(ticket, None);
+        }
+    }
+}
+
+/// The condition variable of `key`'s stripe.
+fn stripe(key: &Key<'_>) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key.flavour as u8, key.identity.kind() as u8).hash(&mut h);
+    for b in key.identity.value().bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    key.resource.as_str().hash(&mut h);
+    (h.finish() % STRIPES as u64) as usize
+}
+
+/// D12 `prepare`: hold the lock across `fork` so the child gets it in a known state.
+pub(crate) fn lock_for_fork(shared: &Shared) {
+    std::mem::forget(shared.state.lock());
+}
+
+/// D12 `parent` / `child`: release the lock taken by [`lock_for_fork`]; in the child, drop
+/// the tickets of threads that are gone and let the refresher restart lazily.
+pub(crate) fn unlock_after_fork(shared: &Shared, child: bool) {
+    // SAFETY: `lock_for_fork` locked it on this thread (the forking thread, which is the only
+    // thread in the child) and forgot the guard; nothing else can hold it now.
+    unsafe { shared.state.force_unlock() };
+    if child {
+        reset_child(shared);
+    }
+}
+
+/// The child's reset: tickets released (their threads do not exist here), queue cleared,
+/// refresher to be restarted on the next miss. Tokens are kept.
+pub(crate) fn reset_child(shared: &Shared) {
+    let mut state = shared.state.lock();
+    state.cache.release_all_tickets();
+    state.queue.clear();
+    state.refresher_pid = 0;
+}
