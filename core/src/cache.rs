@@ -557,7 +557,26 @@ impl<S: Storage> TokenCache<S> {
         endpoint: &Endpoint<'e>,
         out: &mut [u8],
     ) -> Result<RequestDescriptor<'e>, CacheError> {
-        self.write_request(ticket, endpoint, None, out)
+        self.request_at(ticket, endpoint, self.last_now, out)
+    }
+
+    /// [`request`](Self::request) at `now`: the request's start is counted against the budget
+    /// from `now` rather than from when the ticket was handed out, which keeps the budget true
+    /// at the endpoint when a driver waits (for a lock, a thread) between the two.
+    pub fn request_at<'e>(
+        &mut self,
+        ticket: Ticket,
+        endpoint: &Endpoint<'e>,
+        now: u64,
+        out: &mut [u8],
+    ) -> Result<RequestDescriptor<'e>, CacheError> {
+        let now = self.clock(now);
+        let descriptor = self.write_request(ticket, endpoint, None, out)?;
+        let flavour = self.slot(ticket.slot).flavour as usize;
+        if let Some(b) = self.budgets.get_mut(flavour) {
+            b.restamp(ticket.to_bits(), now);
+        }
+        Ok(descriptor)
     }
 
     fn write_request<'e>(

@@ -107,7 +107,10 @@ pub struct Progress {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Milliseconds from now until `at` (epoch ms), as a duration.
@@ -151,7 +154,10 @@ impl Client {
             config,
         });
         crate::fork::register(Arc::downgrade(&shared));
-        let client = Client { shared, refresher: Mutex::new(None) };
+        let client = Client {
+            shared,
+            refresher: Mutex::new(None),
+        };
         client.ensure_refresher();
         Ok(client)
     }
@@ -168,7 +174,11 @@ impl Client {
 
     /// The key of `identity` and `resource` at this client's endpoint.
     fn key<'k>(&self, identity: &Identity<'k>, resource: &Resource<'k>) -> Key<'k> {
-        Key { flavour: self.shared.flavour, identity: *identity, resource: *resource }
+        Key {
+            flavour: self.shared.flavour,
+            identity: *identity,
+            resource: *resource,
+        }
     }
 
     /// The token for `identity` and `resource`, copied into `out`: `(length, expires_on in
@@ -198,12 +208,26 @@ impl Client {
         loop {
             let mut state = shared.state.lock();
             // The only error a lookup has is CacheFull.
-            let answer = state.cache.lookup(&key, now_ms(), out).map_err(|_| Error::CacheFull)?;
+            let answer = state
+                .cache
+                .lookup(&key, now_ms(), out)
+                .map_err(|_| Error::CacheFull)?;
             let wait_until = match answer {
-                Lookup::Hit { len, expires_on, refresh } => {
+                Lookup::Hit {
+                    len,
+                    expires_on,
+                    refresh,
+                } => {
                     if let Some(ticket) = refresh {
-                        state.queue.push_back(ticket);
-                        shared.refresher.notify_one();
+                        if shared.config.refresher {
+                            state.queue.push_back(ticket);
+                            shared.refresher.notify_one();
+                        } else {
+                            // No refresher: this caller refreshes before it returns (the
+                            // token in `out` stays valid whatever the refresh does).
+                            drop(state);
+                            shared.fetch(ticket, Some(&key));
+                        }
                     }
                     return Ok((len, expires_on / 1000));
                 }
@@ -218,7 +242,9 @@ impl Client {
                 }
                 Lookup::Pending { retry_at } => {
                     if Instant::now() >= deadline {
-                        return Err(Error::Deadline { last: last.map(|l| l.0) });
+                        return Err(Error::Deadline {
+                            last: last.map(|l| l.0),
+                        });
                     }
                     let wake = (Instant::now() + until(retry_at)).min(deadline);
                     shared.stripes[stripe(&key)].wait_until(&mut state, wake);
@@ -235,7 +261,12 @@ impl Client {
                         OutcomeClass::Unavailable => {
                             return Err(Error::Unavailable(error.kind.as_str()))
                         }
-                        OutcomeClass::Terminal => return Err(Error::Failed { failure: error, detail }),
+                        OutcomeClass::Terminal => {
+                            return Err(Error::Failed {
+                                failure: error,
+                                detail: Box::new(detail),
+                            })
+                        }
                         OutcomeClass::Retry => {
                             last = Some((error, detail));
                             retry_at
@@ -245,14 +276,20 @@ impl Client {
             };
             let wake = Instant::now() + until(wait_until);
             if wake >= deadline {
-                return Err(Error::Deadline { last: last.map(|l| l.0) });
+                return Err(Error::Deadline {
+                    last: last.map(|l| l.0),
+                });
             }
             shared.completions.wait_until(&mut state, wake);
         }
     }
 
     /// [`get_token_into`](Self::get_token_into) returning an owned token.
-    pub fn get_token(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> Result<(Vec<u8>, u64), Error> {
+    pub fn get_token(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+    ) -> Result<(Vec<u8>, u64), Error> {
         let mut buf = vec![0u8; self.shared.config.cache.max_token_bytes];
         let (len, expires_on) = self.get_token_into(identity, resource, &mut buf)?;
         buf.truncate(len);
@@ -276,13 +313,19 @@ impl Client {
         deadline: Instant,
         mut progress: impl FnMut(Progress),
     ) -> (Progress, Vec<(usize, Error)>) {
-        let keys: Vec<(Identity<'_>, Resource<'_>)> =
-            identities.iter().flat_map(|i| resources.iter().map(move |r| (*i, *r))).collect();
+        let keys: Vec<(Identity<'_>, Resource<'_>)> = identities
+            .iter()
+            .flat_map(|i| resources.iter().map(move |r| (*i, *r)))
+            .collect();
         let total = keys.len();
         let next = AtomicUsize::new(0);
         let workers = (self.shared.config.cache.in_flight as usize).clamp(1, total.max(1));
         let (tx, rx) = mpsc::channel::<(usize, Result<(), Error>)>();
-        let mut report = Progress { done: 0, ok: 0, total };
+        let mut report = Progress {
+            done: 0,
+            ok: 0,
+            total,
+        };
         let mut errors = Vec::new();
         std::thread::scope(|scope| {
             for _ in 0..workers {
@@ -292,7 +335,9 @@ impl Client {
                     let mut buf = vec![0u8; self.shared.config.cache.max_token_bytes];
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((identity, resource)) = keys.get(i) else { return };
+                        let Some((identity, resource)) = keys.get(i) else {
+                            return;
+                        };
                         let r = self.get_token_until(identity, resource, &mut buf, deadline);
                         if tx.send((i, r.map(|_| ()))).is_err() {
                             return;
@@ -380,7 +425,11 @@ impl Shared {
             Some(e) => Ok(e.clone()),
             None => source::from_env(self.flavour, &source::process_env),
         };
-        let endpoint = match owned.as_ref().map_err(Clone::clone).and_then(|o| o.endpoint()) {
+        let endpoint = match owned
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|o| o.endpoint())
+        {
             Ok(e) => e,
             Err(e) => return Some(self.abandon(ticket, e)),
         };
@@ -390,16 +439,23 @@ impl Shared {
         };
         let max = self.config.cache.max_token_bytes + 4096 + 1;
         let mut request = vec![0u8; 8192];
-        let first = self.state.lock().cache.request(ticket, &endpoint, &mut request);
+        let first = self
+            .state
+            .lock()
+            .cache
+            .request_at(ticket, &endpoint, now_ms(), &mut request);
         let mut to = match first {
             Ok(d) => d,
             Err(e) => return Some(self.abandon(ticket, Error::Request(request_error(e)))),
         };
         loop {
-            let mut conn = match http::Connection::open(to.host, to.port, &request[..to.len], timeouts) {
-                Ok(c) => c,
-                Err(t) => return self.settle(self.state.lock().cache.fail(ticket, t, now_ms())),
-            };
+            let mut conn =
+                match http::Connection::open(to.host, to.port, &request[..to.len], timeouts) {
+                    Ok(c) => c,
+                    Err(t) => {
+                        return self.settle(self.state.lock().cache.fail(ticket, t, now_ms()))
+                    }
+                };
             let mut received = Vec::with_capacity(4096);
             let key_file = loop {
                 let read = conn.read_into(&mut received, max);
@@ -424,17 +480,39 @@ impl Shared {
                 // An unreadable key file fails the ticket the way a bad key does.
                 Err(_) => b"\x00".to_vec(),
             };
-            let next = self.state.lock().cache.complete_challenge(ticket, &endpoint, &key, now_ms(), &mut request);
+            let next = self.state.lock().cache.complete_challenge(
+                ticket,
+                &endpoint,
+                &key,
+                now_ms(),
+                &mut request,
+            );
             to = match next {
                 Ok(d) => d,
                 Err(CacheError::Throttled { retry_at }) => {
                     std::thread::sleep(until(retry_at));
-                    match self.state.lock().cache.complete_challenge(ticket, &endpoint, &key, now_ms(), &mut request) {
+                    match self.state.lock().cache.complete_challenge(
+                        ticket,
+                        &endpoint,
+                        &key,
+                        now_ms(),
+                        &mut request,
+                    ) {
                         Ok(d) => d,
-                        Err(_) => return Some((Failure::new(FailureKind::BadChallenge), ErrorDetail::default())),
+                        Err(_) => {
+                            return Some((
+                                Failure::new(FailureKind::BadChallenge),
+                                ErrorDetail::default(),
+                            ))
+                        }
                     }
                 }
-                Err(_) => return Some((Failure::new(FailureKind::BadChallenge), ErrorDetail::default())),
+                Err(_) => {
+                    return Some((
+                        Failure::new(FailureKind::BadChallenge),
+                        ErrorDetail::default(),
+                    ))
+                }
             };
         }
     }
@@ -442,7 +520,14 @@ impl Shared {
     /// The failure of a finished ticket, if it failed.
     fn settle(&self, done: Result<Done<'_>, CacheError>) -> Option<(Failure, ErrorDetail)> {
         match done {
-            Ok(Done::Retry { failure, detail, .. } | Done::Failed { failure, detail, .. }) => Some((failure, detail)),
+            Ok(
+                Done::Retry {
+                    failure, detail, ..
+                }
+                | Done::Failed {
+                    failure, detail, ..
+                },
+            ) => Some((failure, detail)),
             Ok(_) => None,
             // The lease lapsed while we fetched: another caller owns the key now.
             Err(_) => None,
@@ -470,10 +555,13 @@ fn request_error(e: CacheError) -> RequestError {
 fn read_arc_key(path: &str) -> std::io::Result<Vec<u8>> {
     let meta = std::fs::symlink_metadata(path)?;
     if !meta.file_type().is_file() || meta.len() > ARC_MAX_KEY_LEN as u64 {
-        return Err(std::io::Error::other("not a regular key file of at most 4096 bytes"));
+        return Err(std::io::Error::other(
+            "not a regular key file of at most 4096 bytes",
+        ));
     }
     let mut key = Vec::with_capacity(ARC_MAX_KEY_LEN + 1);
-    std::io::Read::take(std::fs::File::open(path)?, ARC_MAX_KEY_LEN as u64 + 1).read_to_end(&mut key)?;
+    std::io::Read::take(std::fs::File::open(path)?, ARC_MAX_KEY_LEN as u64 + 1)
+        .read_to_end(&mut key)?;
     Ok(key)
 }
 
@@ -492,8 +580,12 @@ fn refresher(weak: Weak<Shared>) {
                 None => match state.cache.poll_refresh(now_ms()) {
                     Ok(t) => Some(t),
                     Err(next) => {
-                        let wake = next.map_or(Duration::from_secs(60), until).min(Duration::from_secs(60));
-                        shared.refresher.wait_for(&mut state, wake.max(Duration::from_millis(1)));
+                        let wake = next
+                            .map_or(Duration::from_secs(60), until)
+                            .min(Duration::from_secs(60));
+                        shared
+                            .refresher
+                            .wait_for(&mut state, wake.max(Duration::from_millis(1)));
                         None
                     }
                 },

@@ -16,7 +16,7 @@ pub enum Error {
         /// What failed.
         failure: Failure,
         /// The error body's code and description (empty when another caller's fetch failed).
-        detail: ErrorDetail,
+        detail: Box<ErrorDetail>,
     },
     /// The deadline passed before a token could be had.
     Deadline {
@@ -55,7 +55,9 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Self::Deadline { last: Some(last) } => write!(f, "deadline passed; last failure: {last}"),
+            Self::Deadline { last: Some(last) } => {
+                write!(f, "deadline passed; last failure: {last}")
+            }
             Self::Deadline { last: None } => f.write_str("deadline passed"),
             Self::BufferTooSmall { needed } => write!(f, "token needs a buffer of {needed} bytes"),
             Self::CacheFull => f.write_str("cache is full: every entry has a fetch in flight"),

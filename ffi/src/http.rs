@@ -26,7 +26,9 @@ pub(crate) struct Connection {
 fn classify_connect(e: &io::Error) -> Transport {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Transport::Refused,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Transport::Unreachable,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            Transport::Unreachable
+        }
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Transport::ConnectTimeout,
         _ => Transport::Unreachable,
     }
@@ -34,8 +36,15 @@ fn classify_connect(e: &io::Error) -> Transport {
 
 impl Connection {
     /// Connects to `host:port` (each resolved address in turn) and sends `request`.
-    pub(crate) fn open(host: &str, port: u16, request: &[u8], t: Timeouts) -> Result<Self, Transport> {
-        let addrs = (host, port).to_socket_addrs().map_err(|_| Transport::Unreachable)?;
+    pub(crate) fn open(
+        host: &str,
+        port: u16,
+        request: &[u8],
+        t: Timeouts,
+    ) -> Result<Self, Transport> {
+        let addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|_| Transport::Unreachable)?;
         let mut last = Transport::Unreachable;
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, t.connect) {
@@ -43,7 +52,10 @@ impl Connection {
                     let _ = stream.set_nodelay(true);
                     let _ = stream.set_write_timeout(Some(t.attempt));
                     stream.write_all(request).map_err(|_| Transport::Reset)?;
-                    return Ok(Self { stream, deadline: Instant::now() + t.attempt });
+                    return Ok(Self {
+                        stream,
+                        deadline: Instant::now() + t.attempt,
+                    });
                 }
                 Err(e) => last = classify_connect(&e),
             }
@@ -58,7 +70,9 @@ impl Connection {
         if left.is_zero() {
             return Err(Transport::Reset);
         }
-        self.stream.set_read_timeout(Some(left)).map_err(|_| Transport::Reset)?;
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(|_| Transport::Reset)?;
         let mut chunk = [0u8; 8192];
         let room = max.saturating_sub(buf.len()).clamp(1, chunk.len());
         match self.stream.read(&mut chunk[..room]) {

@@ -106,9 +106,11 @@ pub(crate) fn from_env(
             None,
             None,
         ),
-        Flavour::AppService2019 | Flavour::ServiceFabric => {
-            (need("IDENTITY_ENDPOINT")?, Some(need("IDENTITY_HEADER")?), None)
-        }
+        Flavour::AppService2019 | Flavour::ServiceFabric => (
+            need("IDENTITY_ENDPOINT")?,
+            Some(need("IDENTITY_HEADER")?),
+            None,
+        ),
         Flavour::Arc => (need("IDENTITY_ENDPOINT")?, None, None),
         Flavour::Msi2017 => (
             need("MSI_ENDPOINT")?,
@@ -118,7 +120,12 @@ pub(crate) fn from_env(
         Flavour::CloudShell => (need("MSI_ENDPOINT")?, None, None),
         _ => (String::new(), None, None),
     };
-    Ok(OwnedEndpoint { flavour, url, secret, default_client_id })
+    Ok(OwnedEndpoint {
+        flavour,
+        url,
+        secret,
+        default_client_id,
+    })
 }
 
 /// Reads the process environment.
@@ -132,32 +139,71 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k: &str| map.get(k).cloned()
     }
 
     #[test]
     fn detection_follows_azure_identity_order() {
-        let cases: &[(&[(&str, &str)], Result<Flavour, ()>)] = &[
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars<'_>, Result<Flavour, ()>)] = &[
             (&[], Ok(Flavour::Imds)),
-            (&[("IDENTITY_ENDPOINT", "http://x/msi"), ("IDENTITY_HEADER", "h")], Ok(Flavour::AppService2019)),
             (
-                &[("IDENTITY_ENDPOINT", "https://x"), ("IDENTITY_HEADER", "h"), ("IDENTITY_SERVER_THUMBPRINT", "t")],
+                &[
+                    ("IDENTITY_ENDPOINT", "http://x/msi"),
+                    ("IDENTITY_HEADER", "h"),
+                ],
+                Ok(Flavour::AppService2019),
+            ),
+            (
+                &[
+                    ("IDENTITY_ENDPOINT", "https://x"),
+                    ("IDENTITY_HEADER", "h"),
+                    ("IDENTITY_SERVER_THUMBPRINT", "t"),
+                ],
                 Ok(Flavour::ServiceFabric),
             ),
-            (&[("IDENTITY_ENDPOINT", "http://x"), ("IMDS_ENDPOINT", "http://y")], Ok(Flavour::Arc)),
-            (&[("MSI_ENDPOINT", "http://x"), ("MSI_SECRET", "s")], Ok(Flavour::Msi2017)),
+            (
+                &[
+                    ("IDENTITY_ENDPOINT", "http://x"),
+                    ("IMDS_ENDPOINT", "http://y"),
+                ],
+                Ok(Flavour::Arc),
+            ),
+            (
+                &[("MSI_ENDPOINT", "http://x"), ("MSI_SECRET", "s")],
+                Ok(Flavour::Msi2017),
+            ),
             (&[("MSI_ENDPOINT", "http://x")], Ok(Flavour::CloudShell)),
             // App Service 2019 wins over the 2017 variables (Container Apps sets both).
             (
-                &[("IDENTITY_ENDPOINT", "http://x"), ("IDENTITY_HEADER", "h"), ("MSI_ENDPOINT", "http://x"), ("MSI_SECRET", "s")],
+                &[
+                    ("IDENTITY_ENDPOINT", "http://x"),
+                    ("IDENTITY_HEADER", "h"),
+                    ("MSI_ENDPOINT", "http://x"),
+                    ("MSI_SECRET", "s"),
+                ],
                 Ok(Flavour::AppService2019),
             ),
-            (&[("AZURE_FEDERATED_TOKEN_FILE", "/f"), ("AZURE_TENANT_ID", "t")], Err(())),
+            (
+                &[
+                    ("AZURE_FEDERATED_TOKEN_FILE", "/f"),
+                    ("AZURE_TENANT_ID", "t"),
+                ],
+                Err(()),
+            ),
             // Empty values count as unset.
-            (&[("IDENTITY_ENDPOINT", ""), ("IDENTITY_HEADER", "h")], Ok(Flavour::Imds)),
-            (&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:1")], Ok(Flavour::Imds)),
+            (
+                &[("IDENTITY_ENDPOINT", ""), ("IDENTITY_HEADER", "h")],
+                Ok(Flavour::Imds),
+            ),
+            (
+                &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:1")],
+                Ok(Flavour::Imds),
+            ),
         ];
         for (vars, want) in cases {
             assert_eq!(detect(&env(vars)).map_err(|_| ()), *want, "{vars:?}");
@@ -168,13 +214,43 @@ mod tests {
     fn endpoints_from_the_environment() {
         let e = from_env(Flavour::Imds, &env(&[])).unwrap();
         assert_eq!(e.endpoint().unwrap(), Endpoint::IMDS);
-        let e = from_env(Flavour::Imds, &env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:8080/")])).unwrap();
-        assert_eq!((e.endpoint().unwrap().host, e.endpoint().unwrap().port), ("127.0.0.1", 8080));
-        let vars = env(&[("MSI_ENDPOINT", "http://localhost:7071/msi/token"), ("MSI_SECRET", "s"), ("DEFAULT_IDENTITY_CLIENT_ID", "")]);
+        let e = from_env(
+            Flavour::Imds,
+            &env(&[(
+                "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                "http://127.0.0.1:8080/",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.endpoint().unwrap().host, e.endpoint().unwrap().port),
+            ("127.0.0.1", 8080)
+        );
+        let vars = env(&[
+            ("MSI_ENDPOINT", "http://localhost:7071/msi/token"),
+            ("MSI_SECRET", "s"),
+            ("DEFAULT_IDENTITY_CLIENT_ID", ""),
+        ]);
         let e = from_env(Flavour::Msi2017, &vars).unwrap();
-        assert_eq!((e.secret.as_deref(), e.default_client_id.as_deref()), (Some("s"), None));
-        assert_eq!(from_env(Flavour::AppService2019, &env(&[("IDENTITY_ENDPOINT", "http://x")])), Err(Error::Endpoint("IDENTITY_HEADER")));
-        let sf = from_env(Flavour::ServiceFabric, &env(&[("IDENTITY_ENDPOINT", "https://localhost:2377/t"), ("IDENTITY_HEADER", "h")])).unwrap();
+        assert_eq!(
+            (e.secret.as_deref(), e.default_client_id.as_deref()),
+            (Some("s"), None)
+        );
+        assert_eq!(
+            from_env(
+                Flavour::AppService2019,
+                &env(&[("IDENTITY_ENDPOINT", "http://x")])
+            ),
+            Err(Error::Endpoint("IDENTITY_HEADER"))
+        );
+        let sf = from_env(
+            Flavour::ServiceFabric,
+            &env(&[
+                ("IDENTITY_ENDPOINT", "https://localhost:2377/t"),
+                ("IDENTITY_HEADER", "h"),
+            ]),
+        )
+        .unwrap();
         assert!(matches!(sf.endpoint(), Err(Error::Unsupported(_))));
         assert!(!format!("{sf:?}").contains("\"h\""), "secret redacted");
     }

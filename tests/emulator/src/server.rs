@@ -46,12 +46,15 @@ pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
             *n += 1;
         }
         sh.accepted.fetch_add(1, Ordering::SeqCst);
+        // Arrival is the accept, not the moment the request has been read and parsed: a busy
+        // machine must not squeeze arrivals together and throttle a client that kept the rate.
+        let arrived = Instant::now();
         let s = Arc::clone(&sh);
         let u = Arc::clone(&url);
         let spawned = std::thread::Builder::new()
             .name("imds-emulator-conn".into())
             .spawn(move || {
-                serve(&s, stream, &u);
+                serve(&s, stream, &u, arrived);
                 let mut n = s.connections.lock().unwrap_or_else(|e| e.into_inner());
                 *n -= 1;
                 s.connections_cv.notify_all();
@@ -94,7 +97,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn serve(sh: &Shared, mut stream: TcpStream, url: &str) {
+fn serve(sh: &Shared, mut stream: TcpStream, url: &str, arrived: Instant) {
     let mut flight = InFlight {
         sh,
         accepted: true,
@@ -127,7 +130,7 @@ fn serve(sh: &Shared, mut stream: TcpStream, url: &str) {
         close(stream);
         return;
     }
-    if !sh.admit() {
+    if !sh.admit(arrived) {
         let r = handler::status_error(sh.cfg.mode, 429);
         sh.lock().count_status("429", None);
         send(&mut stream, &r, framing);
@@ -185,8 +188,17 @@ fn execute(sh: &Shared, mut stream: TcpStream, plan: Plan, flight: &mut InFlight
     }
     match plan.delivery {
         Delivery::Normal(framing) => {
-            send(&mut stream, &plan.resp, framing);
+            // The request stops counting as in flight as its last byte goes out: a client can
+            // only start its next request after reading that byte, so it is never seen as
+            // overlapping the one it just finished.
+            let (mut bytes, body) = http::serialize(&plan.resp, framing);
+            bytes.extend_from_slice(&body);
+            let last = bytes.pop();
+            let _ = http::write_all(&mut stream, &bytes);
             flight.finish();
+            if let Some(last) = last {
+                let _ = http::write_all(&mut stream, &[last]);
+            }
             close(stream);
         }
         Delivery::Truncate(bytes) => {

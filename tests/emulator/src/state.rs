@@ -388,8 +388,7 @@ impl Shared {
     }
 
     /// Counts a non-control request and decides whether the throttle admits it.
-    pub(crate) fn admit(&self) -> bool {
-        let now = Instant::now();
+    pub(crate) fn admit(&self, now: Instant) -> bool {
         let window = Duration::from_millis(self.cfg.window_ms);
         let mut st = self.lock();
         st.stats.requests += 1;

@@ -1,0 +1,429 @@
+//! The driver end to end against the in-process emulator (issue 5, point 8).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imds_cache::{Config, Flavour, Identity, Resource};
+use imds_cache_ffi::{Client, ClientConfig, Error, OwnedEndpoint, SourceSpec};
+use imds_emulator::{Emulator, Fault, FaultRule, Mode};
+
+const ARM: &str = "https://management.azure.com";
+const RESOURCES: [&str; 3] = [ARM, "https://vault.azure.net", "https://storage.azure.com"];
+
+fn emulator(
+    mode: Mode,
+    identities: usize,
+    tweak: impl FnOnce(&mut imds_emulator::Config),
+) -> Emulator {
+    let mut config = imds_emulator::Config::new(mode);
+    config.identities = identities;
+    tweak(&mut config);
+    Emulator::start(config).expect("emulator starts")
+}
+
+/// A client for the emulator's endpoint, given explicitly.
+fn client_for(e: &Emulator, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
+    let flavour = match e.mode() {
+        Mode::Imds => Flavour::Imds,
+        Mode::AppService2019 => Flavour::AppService2019,
+        Mode::Msi2017 | Mode::AzureMl => Flavour::Msi2017,
+        Mode::CloudShell => Flavour::CloudShell,
+        Mode::Arc => Flavour::Arc,
+        Mode::VmExt => Flavour::VmExtension,
+    };
+    let url = if flavour == Flavour::Imds {
+        e.url()
+    } else {
+        e.token_url()
+    };
+    let secret = matches!(flavour, Flavour::AppService2019 | Flavour::Msi2017)
+        .then(|| e.secret().to_string());
+    let mut config = ClientConfig {
+        source: SourceSpec::Explicit(OwnedEndpoint {
+            flavour,
+            url,
+            secret,
+            default_client_id: None,
+        }),
+        ..ClientConfig::default()
+    };
+    if flavour == Flavour::Arc {
+        config
+            .cache
+            .arc_key_dir
+            .push_str(e.arc_key_dir().to_str().unwrap())
+            .unwrap();
+    }
+    tweak(&mut config);
+    Client::with_config(config).expect("client")
+}
+
+fn issued(e: &Emulator, client_id: &str, resource: &str, token: &[u8]) -> bool {
+    e.tokens().iter().any(|t| {
+        t.client_id.eq_ignore_ascii_case(client_id)
+            && t.resource == resource
+            && t.token.as_bytes() == token
+    })
+}
+
+fn res(r: &str) -> Resource<'_> {
+    Resource::new(r).unwrap()
+}
+
+#[test]
+fn every_flavour_of_the_emulator() {
+    for mode in [
+        Mode::Imds,
+        Mode::AppService2019,
+        Mode::Msi2017,
+        Mode::AzureMl,
+        Mode::CloudShell,
+        Mode::Arc,
+        Mode::VmExt,
+    ] {
+        let e = emulator(mode, 2, |_| {});
+        let client = client_for(&e, |_| {});
+        let system = &e.identities()[0];
+        let (token, expires_on) = client
+            .get_token(&Identity::SYSTEM, &res(ARM))
+            .unwrap_or_else(|err| panic!("{mode:?}: {err}"));
+        assert!(issued(&e, &system.client_id, ARM, &token), "{mode:?}");
+        let exp = e
+            .tokens()
+            .iter()
+            .find(|t| t.token.as_bytes() == token)
+            .unwrap()
+            .exp;
+        assert_eq!(expires_on, exp, "{mode:?}");
+        if matches!(
+            mode,
+            Mode::Imds | Mode::AppService2019 | Mode::Msi2017 | Mode::VmExt
+        ) {
+            let user = &e.identities()[1];
+            let id = Identity::client_id(&user.client_id).unwrap();
+            let (token, _) = client
+                .get_token(&id, &res(ARM))
+                .unwrap_or_else(|err| panic!("{mode:?}: {err}"));
+            assert!(
+                issued(&e, &user.client_id, ARM, &token),
+                "{mode:?} user-assigned"
+            );
+        }
+    }
+}
+
+#[test]
+fn single_flight_under_16_threads() {
+    let e = emulator(Mode::Imds, 4, |c| {
+        c.faults = vec![FaultRule::new(Fault::Delay { ms: 200 })];
+    });
+    let client = Arc::new(client_for(&e, |_| {}));
+    let ids: Vec<String> = e.identities().iter().map(|i| i.client_id.clone()).collect();
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let (client, ids) = (&client, &ids);
+            s.spawn(move || {
+                for (i, id) in ids.iter().enumerate().skip(1) {
+                    let id = Identity::client_id(id).unwrap();
+                    let r = RESOURCES[(i + t) % 3];
+                    client.get_token(&id, &res(r)).unwrap();
+                }
+            });
+        }
+    });
+    let stats = e.stats();
+    // 4 identities × 3 resources, each fetched once whatever the number of callers.
+    assert!(stats.requests <= 12, "{} requests", stats.requests);
+    assert!(
+        stats.keys.iter().all(|k| k.max_concurrency <= 1),
+        "one request per key at a time"
+    );
+    assert!(client.stats().coalesced > 0);
+}
+
+#[test]
+fn thousand_identities_three_resources_exactly_3000_requests() {
+    let e = emulator(Mode::Imds, 1000, |c| {
+        c.rate = 500;
+        c.concurrency = 16;
+    });
+    let client = client_for(&e, |c| {
+        c.cache.rate = 125;
+        c.cache.rate_window_ms = 250;
+        c.cache.in_flight = 16;
+    });
+    let ids: Vec<String> = e
+        .identities()
+        .iter()
+        .skip(1)
+        .map(|i| i.client_id.clone())
+        .collect();
+    let identities: Vec<Identity<'_>> = ids
+        .iter()
+        .map(|id| Identity::client_id(id).unwrap())
+        .collect();
+    let resources: Vec<Resource<'_>> = RESOURCES.iter().map(|r| res(r)).collect();
+    let mut calls = 0;
+    let (report, errors) = client.prefetch(
+        &identities,
+        &resources,
+        Instant::now() + Duration::from_secs(60),
+        |_| calls += 1,
+    );
+    assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(3)]);
+    assert_eq!((report.ok, report.total, calls), (3000, 3000, 3000));
+    let stats = e.stats();
+    let c = client.stats();
+    assert_eq!(
+        stats.requests, 3000,
+        "{:?} {:?} {c:?}",
+        stats.statuses, stats.max_window_arrivals
+    );
+    assert_eq!(stats.sent_429, 0);
+    assert!(stats.max_concurrency <= 16, "{}", stats.max_concurrency);
+}
+
+#[test]
+fn real_limits_never_draw_a_429() {
+    let e = emulator(Mode::Imds, 10, |_| {});
+    let client = client_for(&e, |_| {});
+    let ids: Vec<String> = e.identities().iter().map(|i| i.client_id.clone()).collect();
+    let identities: Vec<Identity<'_>> = ids
+        .iter()
+        .map(|id| Identity::client_id(id).unwrap())
+        .collect();
+    let resources: Vec<Resource<'_>> = RESOURCES.iter().map(|r| res(r)).collect();
+    let (report, _) = client.prefetch(
+        &identities,
+        &resources,
+        Instant::now() + Duration::from_secs(30),
+        |_| {},
+    );
+    assert_eq!(report.ok, 33);
+    let stats = e.stats();
+    assert_eq!(
+        stats.sent_429, 0,
+        "{} {} {}",
+        stats.max_window_arrivals, stats.max_concurrency, stats.throttled
+    );
+    assert!(stats.max_concurrency <= 5);
+}
+
+#[test]
+fn faults_get_their_d7_behaviour() {
+    let fast = |c: &mut ClientConfig| c.cache.backoff_initial_ms = 20;
+    // Retried: 404, 429 (with Retry-After), 500, 503, a reset, a truncated body.
+    for (fault, n) in [
+        (
+            Fault::Status {
+                status: 404,
+                retry_after: None,
+            },
+            2,
+        ),
+        (
+            Fault::TooManyRequests {
+                retry_after: Some(1),
+            },
+            1,
+        ),
+        (
+            Fault::Status {
+                status: 500,
+                retry_after: None,
+            },
+            2,
+        ),
+        (
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+            },
+            1,
+        ),
+    ] {
+        let e = emulator(Mode::Imds, 0, |c| {
+            c.faults = vec![FaultRule::new(fault.clone()).times(n)]
+        });
+        let client = client_for(&e, fast);
+        let (token, _) = client
+            .get_token(&Identity::SYSTEM, &res(ARM))
+            .unwrap_or_else(|err| panic!("{fault:?}: {err}"));
+        assert!(issued(&e, &e.identities()[0].client_id, ARM, &token));
+        assert_eq!(e.stats().requests, n as u64 + 1, "{fault:?}");
+    }
+    // Terminal: 400 is not retried and is remembered.
+    let e = emulator(Mode::Imds, 0, |c| {
+        c.faults = vec![FaultRule::new(Fault::Status {
+            status: 400,
+            retry_after: None,
+        })]
+    });
+    let client = client_for(&e, fast);
+    let err = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap_err();
+    assert!(
+        matches!(err, Error::Failed { failure, .. } if failure.status == 400),
+        "{err}"
+    );
+    assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_err());
+    assert_eq!(e.stats().requests, 1);
+}
+
+#[test]
+fn a_failed_refresh_never_loses_the_valid_token() {
+    // 362 s tokens with a 360 s refresh margin: a refresh is due about 2 s after the fetch.
+    let e = emulator(Mode::Imds, 0, |c| c.token_lifetime = 362);
+    let client = client_for(&e, |c| {
+        c.refresher = false;
+        c.cache.refresh_margin_ms = 360_000;
+        c.cache.min_lifetime_ms = 1_000;
+        c.cache.eager_retry_ms = 200;
+        c.cache.backoff_initial_ms = 100;
+    });
+    let (first, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    e.set_faults(vec![FaultRule::new(Fault::Status {
+        status: 500,
+        retry_after: None,
+    })]);
+    std::thread::sleep(Duration::from_millis(2500));
+    for _ in 0..5 {
+        let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+        assert_eq!(
+            token, first,
+            "the valid token is served while refreshes fail"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        e.stats().status(500) >= 2,
+        "refreshes were tried: {:?}",
+        e.stats().statuses
+    );
+}
+
+#[test]
+fn deadline_is_respected() {
+    let e = emulator(Mode::Imds, 0, |c| {
+        c.faults = vec![FaultRule::new(Fault::Status {
+            status: 503,
+            retry_after: None,
+        })]
+    });
+    let client = client_for(&e, |c| c.deadline = Duration::from_millis(1500));
+    let started = Instant::now();
+    let err = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap_err();
+    assert!(matches!(err, Error::Deadline { last: Some(_) }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn unavailable_at_once_when_nothing_listens() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let client = Client::with_config(ClientConfig {
+        source: SourceSpec::Explicit(OwnedEndpoint {
+            flavour: Flavour::Imds,
+            url,
+            secret: None,
+            default_client_id: None,
+        }),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        client.get_token(&Identity::SYSTEM, &res(ARM)),
+        Err(Error::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn refresher_renews_before_expiry_without_a_gap() {
+    // 362 s tokens with a 360 s refresh margin: the refresh is due about 2 s after the fetch.
+    let e = emulator(Mode::Imds, 0, |c| c.token_lifetime = 362);
+    let client = client_for(&e, |c| {
+        c.cache.refresh_margin_ms = 360_000;
+        c.cache.min_lifetime_ms = 1_000;
+    });
+    let (first, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    // Move the emulator's clock so that its own cached token is due for re-minting (under
+    // 5 minutes left): the refresh then brings a new token.
+    e.advance(100);
+    let started = Instant::now();
+    loop {
+        // Callers never see a gap: every call is answered with a valid token at once.
+        let call = Instant::now();
+        let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+        assert!(
+            call.elapsed() < Duration::from_millis(100),
+            "a hit, not a wait"
+        );
+        if token != first {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no refresh happened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(client.stats().refreshes >= 1);
+    assert_eq!(e.stats().requests, 2);
+}
+
+#[test]
+fn proxy_variables_are_ignored() {
+    // A proxy that would answer if used; the client must go to the emulator directly.
+    let e = emulator(Mode::Imds, 0, |_| {});
+    std::env::set_var("HTTP_PROXY", "http://127.0.0.1:9");
+    std::env::set_var("http_proxy", "http://127.0.0.1:9");
+    std::env::set_var("ALL_PROXY", "http://127.0.0.1:9");
+    let client = client_for(&e, |_| {});
+    assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_ok());
+}
+
+#[test]
+fn environment_detection_reaches_the_emulator() {
+    let e = emulator(Mode::Imds, 0, |_| {});
+    // Only this test sets it; the other tests give their endpoint explicitly.
+    std::env::set_var("AZURE_POD_IDENTITY_AUTHORITY_HOST", e.url());
+    let client = Client::new().unwrap();
+    assert_eq!(client.flavour(), Flavour::Imds);
+    let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    assert!(issued(&e, &e.identities()[0].client_id, ARM, &token));
+}
+
+#[test]
+fn fork_child_keeps_serving() {
+    let e = emulator(Mode::Imds, 0, |_| {});
+    let client = client_for(&e, |c| c.cache = Config { ..Config::DEFAULT });
+    let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    // SAFETY: the child only calls the client (async-signal-unsafe calls are fine here: the
+    // fork handlers left every client lock released) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = client
+            .get_token(&Identity::SYSTEM, &res(ARM))
+            .map(|(t, _)| t == token)
+            .unwrap_or(false);
+        let vault = client
+            .get_token(&Identity::SYSTEM, &res("https://vault.azure.net"))
+            .is_ok();
+        unsafe { libc::_exit(if ok && vault { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
+    assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_ok());
+}
