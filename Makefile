@@ -8,6 +8,9 @@ PY := $(CURDIR)/$(VENV)/bin/python
 
 .PHONY: test demo setup venv fmt-check clippy unit bare-metal doc
 
+# Parts owned by later issues (C ABI, Python) add their targets here.
+-include mk/*.mk
+
 ## Everything CI checks: formatting, lints, tests, the no_std build, docs.
 test: setup fmt-check clippy unit bare-metal doc
 	@echo "make test: all checks passed"
