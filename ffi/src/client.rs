@@ -18,8 +18,8 @@ use std::io::Read;
 
 use imds_cache::{
     BufferStorage, CacheError, Config, Done, ErrorDetail, Failure, FailureKind, Feed, Flavour,
-    Identity, Key, Lookup, OutcomeClass, RequestError, Resource, Slot, Stats, Ticket, TokenCache,
-    ARC_MAX_KEY_LEN,
+    Identity, IdentityKind, Key, Lookup, OutcomeClass, RequestError, Resource, Slot, Stats, Ticket,
+    TokenCache, ARC_MAX_KEY_LEN,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -87,12 +87,47 @@ pub(crate) struct Shared {
     flavour: Flavour,
     explicit: Option<OwnedEndpoint>,
     config: ClientConfig,
+    refresher_thread: Mutex<Option<JoinHandle<()>>>,
+    pool: Mutex<Pool>,
+    jobs_ready: Condvar,
 }
 
-/// The blocking client. Cheap to share: clone the `Arc` or use it from many threads (`&self`).
+/// A call that waits off the caller's thread (the asyncio path).
+struct Job {
+    ticket: Option<Ticket>,
+    key: OwnedKey,
+    deadline: Instant,
+    done: Callback,
+}
+
+/// The workers that run [`Job`]s: spawned on demand up to [`MAX_WORKERS`], gone when idle.
+#[derive(Default)]
+struct Pool {
+    jobs: VecDeque<Job>,
+    workers: usize,
+    idle: usize,
+}
+
+/// Most worker threads for waiting calls; more calls queue.
+const MAX_WORKERS: usize = 16;
+
+/// What a waiting call is told when it ends: the token and its expiry (epoch seconds).
+pub type Callback = Box<dyn FnOnce(Result<(Vec<u8>, u64), Error>) + Send>;
+
+/// A key with owned text, for calls that outlive the caller's borrow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedKey {
+    /// How the identity is selected.
+    pub kind: IdentityKind,
+    /// The selector text (empty for the system identity).
+    pub value: String,
+    /// The resource.
+    pub resource: String,
+}
+
+/// The blocking client. Use it from many threads (`&self`); share it in an `Arc`.
 pub struct Client {
     shared: Arc<Shared>,
-    refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What `prefetch` reports as it goes and at the end.
@@ -152,14 +187,13 @@ impl Client {
             flavour,
             explicit,
             config,
+            refresher_thread: Mutex::new(None),
+            pool: Mutex::new(Pool::default()),
+            jobs_ready: Condvar::new(),
         });
         crate::fork::register(Arc::downgrade(&shared));
-        let client = Client {
-            shared,
-            refresher: Mutex::new(None),
-        };
-        client.ensure_refresher();
-        Ok(client)
+        shared.ensure_refresher();
+        Ok(Client { shared })
     }
 
     /// The endpoint flavour tokens come from.
@@ -202,86 +236,67 @@ impl Client {
         out: &mut [u8],
         deadline: Instant,
     ) -> Result<(usize, u64), Error> {
+        self.shared
+            .get(&self.key(identity, resource), out, deadline)
+    }
+
+    /// The asyncio path: a hit is copied into `out` and returned at once (`Ok(Some(..))`,
+    /// `done` is dropped uncalled); otherwise the call goes on on a worker thread of a small
+    /// pool (never a thread per call) and `Ok(None)` says `done` will be called with the
+    /// owned token. Errors known at once (a negative-cached failure) come back directly.
+    pub fn get_token_or_notify(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+        out: &mut [u8],
+        deadline: Instant,
+        done: Callback,
+    ) -> Result<Option<(usize, u64)>, Error> {
         let key = self.key(identity, resource);
         let shared = &self.shared;
-        let mut last: Option<(Failure, ErrorDetail)> = None;
-        loop {
-            let mut state = shared.state.lock();
-            // The only error a lookup has is CacheFull.
-            let answer = state
-                .cache
-                .lookup(&key, now_ms(), out)
-                .map_err(|_| Error::CacheFull)?;
-            let wait_until = match answer {
-                Lookup::Hit {
-                    len,
-                    expires_on,
-                    refresh,
-                } => {
-                    if let Some(ticket) = refresh {
-                        if shared.config.refresher {
-                            state.queue.push_back(ticket);
-                            shared.refresher.notify_one();
-                        } else {
-                            // No refresher: this caller refreshes before it returns (the
-                            // token in `out` stays valid whatever the refresh does).
-                            drop(state);
-                            shared.fetch(ticket, Some(&key));
-                        }
-                    }
-                    return Ok((len, expires_on / 1000));
+        let mut state = shared.state.lock();
+        let ticket = match state
+            .cache
+            .lookup(&key, now_ms(), out)
+            .map_err(|_| Error::CacheFull)?
+        {
+            Lookup::Hit {
+                len,
+                expires_on,
+                refresh,
+            } => {
+                if let Some(ticket) = refresh {
+                    state.queue.push_back(ticket);
+                    shared.refresher.notify_one();
                 }
-                Lookup::BufferTooSmall { needed } => return Err(Error::BufferTooSmall { needed }),
-                Lookup::Fetch(ticket) => {
-                    drop(state);
-                    if self.shared.config.refresher {
-                        self.ensure_refresher();
-                    }
-                    last = shared.fetch(ticket, Some(&key)).or(last);
-                    continue;
-                }
-                Lookup::Pending { retry_at } => {
-                    if Instant::now() >= deadline {
-                        return Err(Error::Deadline {
-                            last: last.map(|l| l.0),
-                        });
-                    }
-                    let wake = (Instant::now() + until(retry_at)).min(deadline);
-                    shared.stripes[stripe(&key)].wait_until(&mut state, wake);
-                    continue;
-                }
-                Lookup::Throttled { retry_at } => retry_at,
-                Lookup::Failed { error, retry_at } => {
-                    let detail = last
-                        .take()
-                        .filter(|(f, _)| *f == error)
-                        .map(|(_, d)| d)
-                        .unwrap_or_default();
-                    match error.kind.class() {
-                        OutcomeClass::Unavailable => {
-                            return Err(Error::Unavailable(error.kind.as_str()))
-                        }
-                        OutcomeClass::Terminal => {
-                            return Err(Error::Failed {
-                                failure: error,
-                                detail: Box::new(detail),
-                            })
-                        }
-                        OutcomeClass::Retry => {
-                            last = Some((error, detail));
-                            retry_at
-                        }
-                    }
-                }
-            };
-            let wake = Instant::now() + until(wait_until);
-            if wake >= deadline {
-                return Err(Error::Deadline {
-                    last: last.map(|l| l.0),
-                });
+                return Ok(Some((len, expires_on / 1000)));
             }
-            shared.completions.wait_until(&mut state, wake);
-        }
+            Lookup::BufferTooSmall { needed } => return Err(Error::BufferTooSmall { needed }),
+            Lookup::Failed { error, .. } if error.kind.class() == OutcomeClass::Unavailable => {
+                return Err(Error::Unavailable(error.kind.as_str()))
+            }
+            Lookup::Failed { error, .. } if error.kind.class() == OutcomeClass::Terminal => {
+                return Err(Error::Failed {
+                    failure: error,
+                    detail: Box::default(),
+                })
+            }
+            Lookup::Fetch(ticket) => Some(ticket),
+            Lookup::Pending { .. } | Lookup::Throttled { .. } | Lookup::Failed { .. } => None,
+        };
+        drop(state);
+        let key = OwnedKey {
+            kind: identity.kind(),
+            value: identity.value().to_string(),
+            resource: resource.as_str().to_string(),
+        };
+        shared.submit(Job {
+            ticket,
+            key,
+            deadline,
+            done,
+        });
+        Ok(None)
     }
 
     /// [`get_token_into`](Self::get_token_into) returning an owned token.
@@ -358,29 +373,6 @@ impl Client {
         (report, errors)
     }
 
-    /// Starts the refresher if this process has none (at creation, and lazily after `fork`).
-    fn ensure_refresher(&self) {
-        if !self.shared.config.refresher {
-            return;
-        }
-        let pid = std::process::id();
-        {
-            let mut state = self.shared.state.lock();
-            if state.refresher_pid == pid || state.stopping {
-                return;
-            }
-            state.refresher_pid = pid;
-        }
-        let weak = Arc::downgrade(&self.shared);
-        let handle = std::thread::Builder::new()
-            .name("imds-cache-refresher".into())
-            .spawn(move || refresher(weak))
-            .ok();
-        let mut slot = self.refresher.lock();
-        // A handle from before a fork names a thread of the parent: forget it.
-        *slot = handle;
-    }
-
     /// D12, in a child after `fork`: drop the tickets of threads that do not exist here; the
     /// refresher restarts on the next miss. Registered with `pthread_atfork` automatically;
     /// calling it again is harmless.
@@ -393,7 +385,8 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.shared.state.lock().stopping = true;
         self.shared.refresher.notify_all();
-        if let Some(handle) = self.refresher.lock().take() {
+        self.shared.jobs_ready.notify_all();
+        if let Some(handle) = self.shared.refresher_thread.lock().take() {
             if self.shared.state.lock().refresher_pid == std::process::id() {
                 let _ = handle.join();
             }
@@ -401,7 +394,195 @@ impl Drop for Client {
     }
 }
 
+/// A pool worker: runs queued calls; leaves after 30 s without work or when the client goes.
+fn worker(weak: Weak<Shared>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let job = {
+            let mut pool = shared.pool.lock();
+            loop {
+                if let Some(job) = pool.jobs.pop_front() {
+                    break Some(job);
+                }
+                if shared.state.lock().stopping {
+                    break None;
+                }
+                pool.idle += 1;
+                let timed_out = shared
+                    .jobs_ready
+                    .wait_for(&mut pool, Duration::from_secs(30))
+                    .timed_out();
+                pool.idle -= 1;
+                if timed_out && pool.jobs.is_empty() {
+                    break None;
+                }
+            }
+        };
+        let Some(job) = job else {
+            shared.pool.lock().workers -= 1;
+            return;
+        };
+        buf.resize(shared.config.cache.max_token_bytes, 0);
+        let result = run_job(&shared, &job, &mut buf);
+        (job.done)(result);
+    }
+}
+
+fn run_job(shared: &Arc<Shared>, job: &Job, buf: &mut [u8]) -> Result<(Vec<u8>, u64), Error> {
+    let identity = Identity::new(job.key.kind, &job.key.value).map_err(Error::Identity)?;
+    let resource = Resource::new(&job.key.resource).map_err(Error::Resource)?;
+    let key = Key {
+        flavour: shared.flavour,
+        identity,
+        resource,
+    };
+    if let Some(ticket) = job.ticket {
+        shared.ensure_refresher();
+        shared.fetch(ticket, Some(&key));
+    }
+    let (len, expires_on) = shared.get(&key, buf, job.deadline)?;
+    Ok((buf[..len].to_vec(), expires_on))
+}
+
 impl Shared {
+    /// D5's protocol, blocking, for one key.
+    fn get(
+        self: &Arc<Self>,
+        key: &Key<'_>,
+        out: &mut [u8],
+        deadline: Instant,
+    ) -> Result<(usize, u64), Error> {
+        let shared = self;
+        let mut last: Option<(Failure, ErrorDetail)> = None;
+        loop {
+            let mut state = shared.state.lock();
+            // The only error a lookup has is CacheFull.
+            let answer = state
+                .cache
+                .lookup(key, now_ms(), out)
+                .map_err(|_| Error::CacheFull)?;
+            let wait_until = match answer {
+                Lookup::Hit {
+                    len,
+                    expires_on,
+                    refresh,
+                } => {
+                    if let Some(ticket) = refresh {
+                        if shared.config.refresher {
+                            state.queue.push_back(ticket);
+                            shared.refresher.notify_one();
+                        } else {
+                            // No refresher: this caller refreshes before it returns (the
+                            // token in `out` stays valid whatever the refresh does).
+                            drop(state);
+                            shared.fetch(ticket, Some(key));
+                        }
+                    }
+                    return Ok((len, expires_on / 1000));
+                }
+                Lookup::BufferTooSmall { needed } => return Err(Error::BufferTooSmall { needed }),
+                Lookup::Fetch(ticket) => {
+                    drop(state);
+                    shared.ensure_refresher();
+                    last = shared.fetch(ticket, Some(key)).or(last);
+                    continue;
+                }
+                Lookup::Pending { retry_at } => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::Deadline {
+                            last: last.map(|l| l.0),
+                        });
+                    }
+                    let wake = (Instant::now() + until(retry_at)).min(deadline);
+                    shared.stripes[stripe(key)].wait_until(&mut state, wake);
+                    continue;
+                }
+                Lookup::Throttled { retry_at } => {
+                    // The budget frees up at `retry_at` at the latest (the in-flight cap's
+                    // answer is a lease end), usually sooner: wait for a completion.
+                    if Instant::now() >= deadline {
+                        return Err(Error::Deadline {
+                            last: last.map(|l| l.0),
+                        });
+                    }
+                    let wake = (Instant::now() + until(retry_at)).min(deadline);
+                    shared.completions.wait_until(&mut state, wake);
+                    continue;
+                }
+                Lookup::Failed { error, retry_at } => {
+                    let detail = last
+                        .take()
+                        .filter(|(f, _)| *f == error)
+                        .map(|(_, d)| d)
+                        .unwrap_or_default();
+                    match error.kind.class() {
+                        OutcomeClass::Unavailable => {
+                            return Err(Error::Unavailable(error.kind.as_str()))
+                        }
+                        OutcomeClass::Terminal => {
+                            return Err(Error::Failed {
+                                failure: error,
+                                detail: Box::new(detail),
+                            })
+                        }
+                        OutcomeClass::Retry => {
+                            last = Some((error, detail));
+                            retry_at
+                        }
+                    }
+                }
+            };
+            let wake = Instant::now() + until(wait_until);
+            if wake >= deadline {
+                return Err(Error::Deadline {
+                    last: last.map(|l| l.0),
+                });
+            }
+            shared.completions.wait_until(&mut state, wake);
+        }
+    }
+
+    /// Queues a waiting call; starts a worker if none is idle and the pool has room.
+    fn submit(self: &Arc<Self>, job: Job) {
+        let mut pool = self.pool.lock();
+        pool.jobs.push_back(job);
+        if pool.idle == 0 && pool.workers < MAX_WORKERS {
+            pool.workers += 1;
+            let weak = Arc::downgrade(self);
+            let spawned = std::thread::Builder::new()
+                .name("imds-cache-worker".into())
+                .spawn(move || worker(weak));
+            if spawned.is_err() {
+                pool.workers -= 1;
+            }
+        }
+        drop(pool);
+        self.jobs_ready.notify_one();
+    }
+
+    /// Starts the refresher if this process has none (at creation, and lazily after `fork`).
+    fn ensure_refresher(self: &Arc<Self>) {
+        if !self.config.refresher {
+            return;
+        }
+        let pid = std::process::id();
+        {
+            let mut state = self.state.lock();
+            if state.refresher_pid == pid || state.stopping {
+                return;
+            }
+            state.refresher_pid = pid;
+        }
+        let weak = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("imds-cache-refresher".into())
+            .spawn(move || refresher(weak))
+            .ok();
+        // A handle from before a fork names a thread of the parent: forget it.
+        *self.refresher_thread.lock() = handle;
+    }
+
     /// Performs one fetch for `ticket` and settles it in the cache; returns the failure and
     /// its text when it failed. Wakes the waiters.
     fn fetch(&self, ticket: Ticket, key: Option<&Key<'_>>) -> Option<(Failure, ErrorDetail)> {
@@ -610,6 +791,8 @@ fn stripe(key: &Key<'_>) -> usize {
 
 /// D12 `prepare`: hold the lock across `fork` so the child gets it in a known state.
 pub(crate) fn lock_for_fork(shared: &Shared) {
+    // The pool before the state: workers take them in that order.
+    std::mem::forget(shared.pool.lock());
     std::mem::forget(shared.state.lock());
 }
 
@@ -618,15 +801,20 @@ pub(crate) fn lock_for_fork(shared: &Shared) {
 pub(crate) fn unlock_after_fork(shared: &Shared, child: bool) {
     // SAFETY: `lock_for_fork` locked it on this thread (the forking thread, which is the only
     // thread in the child) and forgot the guard; nothing else can hold it now.
-    unsafe { shared.state.force_unlock() };
+    unsafe {
+        shared.state.force_unlock();
+        shared.pool.force_unlock();
+    }
     if child {
         reset_child(shared);
     }
 }
 
 /// The child's reset: tickets released (their threads do not exist here), queue cleared,
-/// refresher to be restarted on the next miss. Tokens are kept.
+/// refresher to be restarted on the next miss, the worker pool emptied. Tokens are kept.
 pub(crate) fn reset_child(shared: &Shared) {
+    // The workers and the callers their jobs would answer live in the parent.
+    *shared.pool.lock() = Pool::default();
     let mut state = shared.state.lock();
     state.cache.release_all_tickets();
     state.queue.clear();

@@ -17,6 +17,6 @@ mod fork;
 mod http;
 mod source;
 
-pub use client::{Client, ClientConfig, Progress};
+pub use client::{Callback, Client, ClientConfig, OwnedKey, Progress};
 pub use error::Error;
 pub use source::{OwnedEndpoint, SourceSpec};

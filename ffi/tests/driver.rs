@@ -427,3 +427,39 @@ fn fork_child_keeps_serving() {
     );
     assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_ok());
 }
+
+#[test]
+fn waiting_calls_run_on_a_small_pool_and_coalesce() {
+    let e = emulator(Mode::Imds, 10, |c| {
+        c.faults = vec![FaultRule::new(Fault::Delay { ms: 100 })]
+    });
+    let client = client_for(&e, |_| {});
+    let ids: Vec<String> = e
+        .identities()
+        .iter()
+        .skip(1)
+        .map(|i| i.client_id.clone())
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut immediate = 0;
+    for round in 0..100 {
+        let id = Identity::client_id(&ids[round % 10]).unwrap();
+        let tx = tx.clone();
+        let mut out = [0u8; 8192];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let done: imds_cache_ffi::Callback = Box::new(move |r| {
+            let _ = tx.send(r.map(|(t, _)| t));
+        });
+        let hit = client.get_token_or_notify(&id, &res(ARM), &mut out, deadline, done).unwrap();
+        immediate += usize::from(hit.is_some());
+        }
+    }
+    drop(tx);
+    let answered: Vec<Vec<u8>> = rx.iter().map(|r| r.unwrap()).collect();
+    assert_eq!(answered.len() + immediate, 100);
+    assert!(answered.iter().all(|t| e
+        .tokens()
+        .iter()
+        .any(|i| i.token.as_bytes() == t.as_slice())));
+    assert_eq!(e.stats().requests, 10, "one request per key");
+}
