@@ -450,9 +450,10 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
         let done: imds_cache_ffi::Callback = Box::new(move |r| {
             let _ = tx.send(r.map(|(t, _)| t));
         });
-        let hit = client.get_token_or_notify(&id, &res(ARM), &mut out, deadline, done).unwrap();
+        let hit = client
+            .get_token_or_notify(&id, &res(ARM), &mut out, deadline, done)
+            .unwrap();
         immediate += usize::from(hit.is_some());
-        }
     }
     drop(tx);
     let answered: Vec<Vec<u8>> = rx.iter().map(|r| r.unwrap()).collect();
