@@ -43,7 +43,9 @@ bare-metal:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
-## The main job: the core driven over real sockets against the bundled IMDS emulator.
+## The main job: each agent against a fresh bundled IMDS emulator (REAL_LIMITS=1: IMDS's own).
+DEMO_AGENTS := rust
 demo: setup
-	$(CARGO) build --release --locked -p imds-emulator -p imds-cache --examples
-	bash tests/demo.sh
+	$(CARGO) build --release --locked -p imds-emulator
+	$(CARGO) build --release --locked -p imds-cache-ffi --example rust_agent
+	bash tests/demo.sh $(DEMO_AGENTS)
