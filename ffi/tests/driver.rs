@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imds_cache::{Config, Flavour, Identity, Resource};
+use imds_cache::{Config, FailureKind, Flavour, Identity, Resource};
 use imds_cache_ffi::{Client, ClientConfig, Error, OwnedEndpoint, SourceSpec};
 use imds_emulator::{Emulator, Fault, FaultRule, Mode};
 
@@ -463,4 +463,99 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
         .iter()
         .any(|i| i.token.as_bytes() == t.as_slice())));
     assert_eq!(e.stats().requests, 10, "one request per key");
+}
+
+/// Every fault of the emulator's list, with the D7 behaviour it must get.
+#[test]
+fn the_rest_of_the_fault_list() {
+    let quick = |c: &mut ClientConfig| {
+        c.cache.backoff_initial_ms = 20;
+        c.cache.gone_interval_ms = 100;
+        c.cache.negative_ttl_ms = 60_000;
+        c.attempt_timeout = Duration::from_millis(600);
+        c.deadline = Duration::from_secs(20);
+    };
+    // Retried until a token comes: (fault, times it applies).
+    let retried = [
+        (Fault::Gone { window_ms: 300 }, None),
+        (Fault::Reset, Some(2)),
+        (Fault::Truncate { bytes: None }, Some(2)),
+        (Fault::Hang { ms: Some(2_000) }, Some(1)),
+        (
+            Fault::Trickle {
+                chunk: 1,
+                interval_ms: 50,
+            },
+            Some(1),
+        ),
+    ];
+    for (fault, times) in retried {
+        let rule = FaultRule::new(fault.clone());
+        let rule = if let Some(n) = times {
+            rule.times(n)
+        } else {
+            rule
+        };
+        let e = emulator(Mode::Imds, 0, |c| c.faults = vec![rule]);
+        let client = client_for(&e, quick);
+        let started = Instant::now();
+        let (token, _) = client
+            .get_token(&Identity::SYSTEM, &res(ARM))
+            .unwrap_or_else(|err| panic!("{fault:?}: {err}"));
+        assert!(
+            issued(&e, &e.identities()[0].client_id, ARM, &token),
+            "{fault:?}"
+        );
+        assert!(client.stats().failures_retry >= 1, "{fault:?} was retried");
+        assert!(started.elapsed() < Duration::from_secs(10), "{fault:?}");
+    }
+    // Delivered in other framings: a token at once.
+    for fault in [Fault::Chunked, Fault::EofBody, Fault::Delay { ms: 50 }] {
+        let e = emulator(Mode::Imds, 0, |c| {
+            c.faults = vec![FaultRule::new(fault.clone())]
+        });
+        let client = client_for(&e, quick);
+        let (token, _) = client
+            .get_token(&Identity::SYSTEM, &res(ARM))
+            .unwrap_or_else(|err| panic!("{fault:?}: {err}"));
+        assert!(
+            issued(&e, &e.identities()[0].client_id, ARM, &token),
+            "{fault:?}"
+        );
+        assert_eq!(e.stats().requests, 1, "{fault:?}");
+    }
+    // Terminal: refused, not retried, remembered.
+    let terminal = [
+        (Fault::NonJson, FailureKind::NotJson),
+        (Fault::MalformedJson, FailureKind::NotJson),
+        (
+            Fault::Oversized { bytes: 64 * 1024 },
+            FailureKind::TokenTooLarge,
+        ),
+        (Fault::Expired, FailureKind::ExpiredOnArrival),
+    ];
+    for (fault, kind) in terminal {
+        let e = emulator(Mode::Imds, 0, |c| {
+            c.faults = vec![FaultRule::new(fault.clone())]
+        });
+        let client = client_for(&e, quick);
+        let err = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Failed { failure, .. } if failure.kind == kind),
+            "{fault:?}: {err}"
+        );
+        assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_err());
+        assert_eq!(e.stats().requests, 1, "{fault:?} not retried");
+    }
+    // A token for another identity than the one asked for is refused (the echo check).
+    let e = emulator(Mode::Imds, 2, |c| {
+        c.faults = vec![FaultRule::new(Fault::WrongClientId)]
+    });
+    let client = client_for(&e, quick);
+    let user = e.identities()[1].client_id.clone();
+    let err = client.get_token(&Identity::client_id(&user).unwrap(), &res(ARM)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Failed { failure, .. } if failure.kind == FailureKind::ClientIdMismatch),
+        "{err}"
+    );
 }
