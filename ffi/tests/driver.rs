@@ -553,7 +553,9 @@ fn the_rest_of_the_fault_list() {
     });
     let client = client_for(&e, quick);
     let user = e.identities()[1].client_id.clone();
-    let err = client.get_token(&Identity::client_id(&user).unwrap(), &res(ARM)).unwrap_err();
+    let err = client
+        .get_token(&Identity::client_id(&user).unwrap(), &res(ARM))
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Failed { failure, .. } if failure.kind == FailureKind::ClientIdMismatch),
         "{err}"
