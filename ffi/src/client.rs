@@ -439,7 +439,7 @@ fn run_job(shared: &Arc<Shared>, job: &Job, buf: &mut [u8]) -> Result<(Vec<u8>, 
     };
     if let Some(ticket) = job.ticket {
         shared.ensure_refresher();
-        shared.fetch(ticket, Some(&key));
+        shared.fetch(ticket, Some(&key), Some(job.deadline));
     }
     let (len, expires_on) = shared.get(&key, buf, job.deadline)?;
     Ok((buf[..len].to_vec(), expires_on))
@@ -476,7 +476,7 @@ impl Shared {
                             // No refresher: this caller refreshes before it returns (the
                             // token in `out` stays valid whatever the refresh does).
                             drop(state);
-                            shared.fetch(ticket, Some(key));
+                            shared.fetch(ticket, Some(key), Some(deadline));
                         }
                     }
                     return Ok((len, expires_on / 1000));
@@ -485,7 +485,7 @@ impl Shared {
                 Lookup::Fetch(ticket) => {
                     drop(state);
                     shared.ensure_refresher();
-                    last = shared.fetch(ticket, Some(key)).or(last);
+                    last = shared.fetch(ticket, Some(key), Some(deadline)).or(last);
                     continue;
                 }
                 Lookup::Pending { retry_at } => {
@@ -585,8 +585,14 @@ impl Shared {
 
     /// Performs one fetch for `ticket` and settles it in the cache; returns the failure and
     /// its text when it failed. Wakes the waiters.
-    fn fetch(&self, ticket: Ticket, key: Option<&Key<'_>>) -> Option<(Failure, ErrorDetail)> {
-        let outcome = self.exchange(ticket);
+    /// `deadline` is the waiting caller's: no attempt runs past it.
+    fn fetch(
+        &self,
+        ticket: Ticket,
+        key: Option<&Key<'_>>,
+        deadline: Option<Instant>,
+    ) -> Option<(Failure, ErrorDetail)> {
+        let outcome = self.exchange(ticket, deadline);
         match key {
             Some(key) => {
                 self.stripes[stripe(key)].notify_all();
@@ -601,7 +607,11 @@ impl Shared {
 
     /// The request legs of one ticket (two for Arc), each response fed to the cache as it
     /// arrives, with the lock held only while the cache works.
-    fn exchange(&self, ticket: Ticket) -> Option<(Failure, ErrorDetail)> {
+    fn exchange(
+        &self,
+        ticket: Ticket,
+        deadline: Option<Instant>,
+    ) -> Option<(Failure, ErrorDetail)> {
         let owned = match &self.explicit {
             Some(e) => Ok(e.clone()),
             None => source::from_env(self.flavour, &source::process_env),
@@ -614,9 +624,16 @@ impl Shared {
             Ok(e) => e,
             Err(e) => return Some(self.abandon(ticket, e)),
         };
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        if left.is_zero() {
+            let _ = self.state.lock().cache.cancel(ticket);
+            return None;
+        }
         let timeouts = http::Timeouts {
-            connect: self.config.connect_timeout,
-            attempt: self.config.attempt_timeout,
+            connect: self.config.connect_timeout.min(left),
+            attempt: self.config.attempt_timeout.min(left),
         };
         let max = self.config.cache.max_token_bytes + 4096 + 1;
         let mut request = vec![0u8; 8192];
@@ -773,7 +790,7 @@ fn refresher(weak: Weak<Shared>) {
             }
         };
         if let Some(ticket) = ticket {
-            shared.fetch(ticket, None);
+            shared.fetch(ticket, None, None);
         }
     }
 }
