@@ -439,7 +439,7 @@ fn run_job(shared: &Arc<Shared>, job: &Job, buf: &mut [u8]) -> Result<(Vec<u8>, 
     };
     if let Some(ticket) = job.ticket {
         shared.ensure_refresher();
-        shared.fetch(ticket, Some(&key), Some(job.deadline));
+        shared.fetch(ticket, Some(&key), Some(job.deadline))?;
     }
     let (len, expires_on) = shared.get(&key, buf, job.deadline)?;
     Ok((buf[..len].to_vec(), expires_on))
@@ -476,7 +476,8 @@ impl Shared {
                             // No refresher: this caller refreshes before it returns (the
                             // token in `out` stays valid whatever the refresh does).
                             drop(state);
-                            shared.fetch(ticket, Some(key), Some(deadline));
+                            // The token in `out` is valid whatever this refresh does.
+                            let _ = shared.fetch(ticket, Some(key), Some(deadline));
                         }
                     }
                     return Ok((len, expires_on / 1000));
@@ -485,7 +486,7 @@ impl Shared {
                 Lookup::Fetch(ticket) => {
                     drop(state);
                     shared.ensure_refresher();
-                    last = shared.fetch(ticket, Some(key), Some(deadline)).or(last);
+                    last = shared.fetch(ticket, Some(key), Some(deadline))?.or(last);
                     continue;
                 }
                 Lookup::Pending { retry_at } => {
@@ -591,7 +592,7 @@ impl Shared {
         ticket: Ticket,
         key: Option<&Key<'_>>,
         deadline: Option<Instant>,
-    ) -> Option<(Failure, ErrorDetail)> {
+    ) -> Result<Option<(Failure, ErrorDetail)>, Error> {
         let outcome = self.exchange(ticket, deadline);
         match key {
             Some(key) => {
@@ -611,7 +612,7 @@ impl Shared {
         &self,
         ticket: Ticket,
         deadline: Option<Instant>,
-    ) -> Option<(Failure, ErrorDetail)> {
+    ) -> Result<Option<(Failure, ErrorDetail)>, Error> {
         let owned = match &self.explicit {
             Some(e) => Ok(e.clone()),
             None => source::from_env(self.flavour, &source::process_env),
@@ -622,14 +623,14 @@ impl Shared {
             .and_then(|o| o.endpoint())
         {
             Ok(e) => e,
-            Err(e) => return Some(self.abandon(ticket, e)),
+            Err(e) => return Err(self.abandon(ticket, e)),
         };
         let left = deadline.map_or(Duration::MAX, |d| {
             d.saturating_duration_since(Instant::now())
         });
         if left.is_zero() {
             let _ = self.state.lock().cache.cancel(ticket);
-            return None;
+            return Ok(None);
         }
         let timeouts = http::Timeouts {
             connect: self.config.connect_timeout.min(left),
@@ -644,14 +645,14 @@ impl Shared {
             .request_at(ticket, &endpoint, now_ms(), &mut request);
         let mut to = match first {
             Ok(d) => d,
-            Err(e) => return Some(self.abandon(ticket, Error::Request(request_error(e)))),
+            Err(e) => return Err(self.abandon(ticket, Error::Request(request_error(e)))),
         };
         loop {
             let mut conn =
                 match http::Connection::open(to.host, to.port, &request[..to.len], timeouts) {
                     Ok(c) => c,
                     Err(t) => {
-                        return self.settle(self.state.lock().cache.fail(ticket, t, now_ms()))
+                        return Ok(self.settle(self.state.lock().cache.fail(ticket, t, now_ms())))
                     }
                 };
             let mut received = Vec::with_capacity(4096);
@@ -670,7 +671,7 @@ impl Shared {
                 };
                 match done {
                     Ok(Done::NeedKeyFile { path }) => break path.to_string(),
-                    other => return self.settle(other),
+                    other => return Ok(self.settle(other)),
                 }
             };
             let key = match read_arc_key(&key_file) {
@@ -698,18 +699,18 @@ impl Shared {
                     ) {
                         Ok(d) => d,
                         Err(_) => {
-                            return Some((
+                            return Ok(Some((
                                 Failure::new(FailureKind::BadChallenge),
                                 ErrorDetail::default(),
-                            ))
+                            )))
                         }
                     }
                 }
                 Err(_) => {
-                    return Some((
+                    return Ok(Some((
                         Failure::new(FailureKind::BadChallenge),
                         ErrorDetail::default(),
-                    ))
+                    )))
                 }
             };
         }
@@ -732,12 +733,11 @@ impl Shared {
         }
     }
 
-    /// Gives the ticket back when no request could be built (configuration errors).
-    fn abandon(&self, ticket: Ticket, e: Error) -> (Failure, ErrorDetail) {
+    /// Gives the ticket back when no request could be built (a configuration error, which
+    /// the waiting caller gets at once: retrying cannot mend it).
+    fn abandon(&self, ticket: Ticket, e: Error) -> Error {
         let _ = self.state.lock().cache.cancel(ticket);
-        let mut detail = ErrorDetail::default();
-        let _ = std::fmt::Write::write_fmt(&mut detail.description, format_args!("{e}"));
-        (Failure::new(FailureKind::BadRequest), detail)
+        e
     }
 }
 
@@ -790,7 +790,7 @@ fn refresher(weak: Weak<Shared>) {
             }
         };
         if let Some(ticket) = ticket {
-            shared.fetch(ticket, None, None);
+            let _ = shared.fetch(ticket, None, None);
         }
     }
 }

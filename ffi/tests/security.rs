@@ -1,0 +1,236 @@
+//! Security behaviour of the driver (issue 9, point 6) against scripted servers: endless and
+//! huge bodies refused at the bound, a trickle cut at the deadline, Arc's key-file rules
+//! (outside the folder, a symlink out of it, wrong extension, over 4096 bytes), control
+//! characters refused before any byte is sent.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imds_cache::{Config, FailureKind, Flavour, Identity, Resource};
+use imds_cache_ffi::{Client, ClientConfig, Error, OwnedEndpoint, SourceSpec};
+
+const ARM: &str = "https://management.azure.com";
+
+/// A server that answers every connection with `respond` and counts connections.
+fn serve(
+    respond: impl Fn(&mut TcpStream, usize) + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let mut req = [0u8; 4096];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut req);
+            respond(&mut s, n);
+        }
+    });
+    (url, count)
+}
+
+fn client(flavour: Flavour, url: String, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
+    let mut config = ClientConfig {
+        source: SourceSpec::Explicit(OwnedEndpoint {
+            flavour,
+            url,
+            secret: None,
+            default_client_id: None,
+        }),
+        refresher: false,
+        ..ClientConfig::default()
+    };
+    tweak(&mut config);
+    Client::with_config(config).unwrap()
+}
+
+fn failure_kind(r: Result<(Vec<u8>, u64), Error>) -> Option<FailureKind> {
+    match r {
+        Err(Error::Failed { failure, .. }) => Some(failure.kind),
+        Err(Error::Deadline { last }) => last.map(|f| f.kind),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_endless_body_is_refused_at_the_bound() {
+    let (url, _) = serve(|s, _| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"access_token\":\"",
+        );
+        let chunk = [b'a'; 64 * 1024];
+        // Up to 10 MB, then the connection closes; the client must stop long before.
+        for _ in 0..160 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let c = client(Flavour::Imds, url, |_| {});
+    let started = Instant::now();
+    let kind = failure_kind(c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap()));
+    assert_eq!(kind, Some(FailureKind::TokenTooLarge));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_huge_content_length_is_refused_before_reading_it() {
+    let (url, _) = serve(|s, _| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n{");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let c = client(Flavour::Imds, url, |_| {});
+    let started = Instant::now();
+    assert_eq!(
+        failure_kind(c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap())),
+        Some(FailureKind::TokenTooLarge)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused from the header, not after reading"
+    );
+}
+
+#[test]
+fn a_trickle_is_cut_at_the_deadline() {
+    let (url, _) = serve(|s, _| {
+        let body = br#"{"access_token":"t","expires_in":"3600"}"#;
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        for b in body {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let c = client(Flavour::Imds, url, |c| {
+        c.attempt_timeout = Duration::from_millis(700);
+        c.deadline = Duration::from_millis(1500);
+    });
+    let started = Instant::now();
+    let r = c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap());
+    assert!(matches!(r, Err(Error::Deadline { .. })), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An Arc endpoint that challenges with `realm` and counts how often a key was sent.
+fn arc_server(realm: String) -> (String, Arc<AtomicUsize>) {
+    let keys_sent = Arc::new(AtomicUsize::new(0));
+    let sent = keys_sent.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/metadata/identity/oauth2/token",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let mut req = vec![0u8; 16 * 1024];
+            let n = s.read(&mut req).unwrap_or(0);
+            if String::from_utf8_lossy(&req[..n]).contains("Authorization: Basic") {
+                sent.fetch_add(1, Ordering::SeqCst);
+                let body = br#"{"access_token":"t","expires_in":"3600"}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(body);
+            } else {
+                let _ = write!(s, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm={realm}\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    });
+    (url, keys_sent)
+}
+
+#[test]
+fn arc_key_file_rules() {
+    let dir = std::env::temp_dir().join(format!("imds-cache-arc-{}", std::process::id()));
+    let outside =
+        std::env::temp_dir().join(format!("imds-cache-outside-{}.key", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("good.key"), b"secret-key").unwrap();
+    std::fs::write(dir.join("big.key"), vec![b'k'; 4097]).unwrap();
+    std::fs::write(dir.join("wrong.txt"), b"secret-key").unwrap();
+    std::fs::write(&outside, b"secret-key").unwrap();
+    let _ = std::fs::remove_file(dir.join("link.key"));
+    std::os::unix::fs::symlink(&outside, dir.join("link.key")).unwrap();
+    let d = dir.to_str().unwrap().to_string();
+    let cases = [
+        (format!("{d}/good.key"), true),
+        (format!("{d}/big.key"), false),
+        (format!("{d}/wrong.txt"), false),
+        (format!("{d}/link.key"), false),
+        (outside.to_str().unwrap().to_string(), false),
+        (
+            format!("{d}/../{}", outside.file_name().unwrap().to_str().unwrap()),
+            false,
+        ),
+    ];
+    for (realm, accepted) in cases {
+        let (url, keys_sent) = arc_server(realm.clone());
+        let c = client(Flavour::Arc, url, |c| {
+            c.cache = Config::DEFAULT;
+            c.cache.arc_key_dir.push_str(&d).unwrap();
+        });
+        let r = c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap());
+        assert_eq!(r.is_ok(), accepted, "{realm}: {r:?}");
+        assert_eq!(
+            keys_sent.load(Ordering::SeqCst),
+            usize::from(accepted),
+            "{realm}: key sent only when accepted"
+        );
+        if !accepted {
+            assert_eq!(failure_kind(r), Some(FailureKind::BadChallenge), "{realm}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&outside);
+}
+
+#[test]
+fn control_characters_are_refused_before_anything_is_sent() {
+    let (url, connections) = serve(|_, _| {});
+    for bad in [
+        "https://x\r\nX-Forwarded-For: 1.2.3.4",
+        "https://x\0",
+        "https://x\n",
+    ] {
+        assert!(Resource::new(bad).is_err(), "{bad:?}");
+    }
+    for bad in ["00000000-0000-4000-8000-00000000000\n", "\r\n", "x"] {
+        assert!(Identity::client_id(bad).is_err(), "{bad:?}");
+    }
+    // A secret with CR/LF in the environment never becomes a header.
+    let c = Client::with_config(ClientConfig {
+        source: SourceSpec::Explicit(OwnedEndpoint {
+            flavour: Flavour::AppService2019,
+            url: format!("{url}/msi/token"),
+            secret: Some("s\r\nX-Evil: 1".into()),
+            default_client_id: None,
+        }),
+        refresher: false,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    assert!(c
+        .get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap())
+        .is_err());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+}
