@@ -776,6 +776,15 @@ impl<S: Storage> TokenCache<S> {
         Ok(())
     }
 
+    /// When `key`'s token is due for refresh (ms), if it holds a usable one: lets a caller
+    /// that keeps its own copy (the Python credential) reuse it until then.
+    pub fn refresh_on(&mut self, key: &Key<'_>, now: u64) -> Option<u64> {
+        let now = self.clock(now);
+        let s = self.find(key, key.hash())?;
+        let slot = self.slot(s);
+        self.usable(&slot, now).then_some(slot.refresh_on)
+    }
+
     /// Gives back every live ticket (D12: after `fork`, the threads that held them do not exist
     /// in the child). Tokens are kept.
     pub fn release_all_tickets(&mut self) {

@@ -88,8 +88,10 @@ pub(crate) struct Shared {
     explicit: Option<OwnedEndpoint>,
     config: ClientConfig,
     refresher_thread: Mutex<Option<JoinHandle<()>>>,
-    pool: Mutex<Pool>,
-    jobs_ready: Condvar,
+    /// Two pools: one for calls that hold a ticket (at most `in_flight` of them, so they never
+    /// wait behind callers waiting for those very fetches), one for calls that wait.
+    pools: [Mutex<Pool>; 2],
+    jobs_ready: [Condvar; 2],
 }
 
 /// A call that waits off the caller's thread (the asyncio path).
@@ -188,8 +190,8 @@ impl Client {
             explicit,
             config,
             refresher_thread: Mutex::new(None),
-            pool: Mutex::new(Pool::default()),
-            jobs_ready: Condvar::new(),
+            pools: [Mutex::new(Pool::default()), Mutex::new(Pool::default())],
+            jobs_ready: [Condvar::new(), Condvar::new()],
         });
         crate::fork::register(Arc::downgrade(&shared));
         shared.ensure_refresher();
@@ -311,6 +313,18 @@ impl Client {
         Ok((buf, expires_on))
     }
 
+    /// When the cached token of `identity` and `resource` is due for refresh (epoch seconds),
+    /// if a usable one is held: a caller keeping its own copy may reuse it until then.
+    pub fn refresh_on(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> Option<u64> {
+        let key = self.key(identity, resource);
+        self.shared
+            .state
+            .lock()
+            .cache
+            .refresh_on(&key, now_ms())
+            .map(|ms| ms / 1000)
+    }
+
     /// Drops the token of `identity` and `resource` (after a downstream 401 or a claims
     /// challenge): the next call fetches a new one.
     pub fn invalidate(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> bool {
@@ -385,7 +399,9 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.shared.state.lock().stopping = true;
         self.shared.refresher.notify_all();
-        self.shared.jobs_ready.notify_all();
+        self.shared.jobs_ready.iter().for_each(|c| {
+            c.notify_all();
+        });
         if let Some(handle) = self.shared.refresher_thread.lock().take() {
             if self.shared.state.lock().refresher_pid == std::process::id() {
                 let _ = handle.join();
@@ -395,12 +411,12 @@ impl Drop for Client {
 }
 
 /// A pool worker: runs queued calls; leaves after 30 s without work or when the client goes.
-fn worker(weak: Weak<Shared>) {
+fn worker(weak: Weak<Shared>, which: usize) {
     let mut buf = Vec::new();
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let job = {
-            let mut pool = shared.pool.lock();
+            let mut pool = shared.pools[which].lock();
             loop {
                 if let Some(job) = pool.jobs.pop_front() {
                     break Some(job);
@@ -409,8 +425,7 @@ fn worker(weak: Weak<Shared>) {
                     break None;
                 }
                 pool.idle += 1;
-                let timed_out = shared
-                    .jobs_ready
+                let timed_out = shared.jobs_ready[which]
                     .wait_for(&mut pool, Duration::from_secs(30))
                     .timed_out();
                 pool.idle -= 1;
@@ -420,7 +435,7 @@ fn worker(weak: Weak<Shared>) {
             }
         };
         let Some(job) = job else {
-            shared.pool.lock().workers -= 1;
+            shared.pools[which].lock().workers -= 1;
             return;
         };
         buf.resize(shared.config.cache.max_token_bytes, 0);
@@ -544,22 +559,23 @@ impl Shared {
         }
     }
 
-    /// Queues a waiting call; starts a worker if none is idle and the pool has room.
+    /// Queues a call in its pool; starts a worker if none is idle and the pool has room.
     fn submit(self: &Arc<Self>, job: Job) {
-        let mut pool = self.pool.lock();
+        let which = usize::from(job.ticket.is_some());
+        let mut pool = self.pools[which].lock();
         pool.jobs.push_back(job);
         if pool.idle == 0 && pool.workers < MAX_WORKERS {
             pool.workers += 1;
             let weak = Arc::downgrade(self);
             let spawned = std::thread::Builder::new()
                 .name("imds-cache-worker".into())
-                .spawn(move || worker(weak));
+                .spawn(move || worker(weak, which));
             if spawned.is_err() {
                 pool.workers -= 1;
             }
         }
         drop(pool);
-        self.jobs_ready.notify_one();
+        self.jobs_ready[which].notify_one();
     }
 
     /// Starts the refresher if this process has none (at creation, and lazily after `fork`).
@@ -808,8 +824,8 @@ fn stripe(key: &Key<'_>) -> usize {
 
 /// D12 `prepare`: hold the lock across `fork` so the child gets it in a known state.
 pub(crate) fn lock_for_fork(shared: &Shared) {
-    // The pool before the state: workers take them in that order.
-    std::mem::forget(shared.pool.lock());
+    // The pools before the state: workers take them in that order.
+    shared.pools.iter().for_each(|p| std::mem::forget(p.lock()));
     std::mem::forget(shared.state.lock());
 }
 
@@ -820,7 +836,7 @@ pub(crate) fn unlock_after_fork(shared: &Shared, child: bool) {
     // thread in the child) and forgot the guard; nothing else can hold it now.
     unsafe {
         shared.state.force_unlock();
-        shared.pool.force_unlock();
+        shared.pools.iter().for_each(|p| p.force_unlock());
     }
     if child {
         reset_child(shared);
@@ -831,7 +847,9 @@ pub(crate) fn unlock_after_fork(shared: &Shared, child: bool) {
 /// refresher to be restarted on the next miss, the worker pool emptied. Tokens are kept.
 pub(crate) fn reset_child(shared: &Shared) {
     // The workers and the callers their jobs would answer live in the parent.
-    *shared.pool.lock() = Pool::default();
+    for pool in &shared.pools {
+        *pool.lock() = Pool::default();
+    }
     let mut state = shared.state.lock();
     state.cache.release_all_tickets();
     state.queue.clear();

@@ -19,4 +19,4 @@ mod source;
 
 pub use client::{Callback, Client, ClientConfig, OwnedKey, Progress};
 pub use error::Error;
-pub use source::{OwnedEndpoint, SourceSpec};
+pub use source::{detect_flavour, OwnedEndpoint, SourceSpec};

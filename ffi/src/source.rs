@@ -128,6 +128,13 @@ pub(crate) fn from_env(
     })
 }
 
+/// The flavour the process environment selects now (D11): what [`Client::new`] would use.
+///
+/// [`Client::new`]: crate::Client::new
+pub fn detect_flavour() -> Result<Flavour, Error> {
+    detect(&process_env)
+}
+
 /// Reads the process environment.
 pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()

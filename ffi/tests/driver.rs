@@ -430,9 +430,9 @@ fn fork_child_keeps_serving() {
 
 #[test]
 fn waiting_calls_run_on_a_small_pool_and_coalesce() {
-    let e = emulator(Mode::Imds, 10, |c| {
-        c.faults = vec![FaultRule::new(Fault::Delay { ms: 100 })]
-    });
+    // 1000 calls over 100 keys at IMDS's real budget: the fetches (5 in flight) must never
+    // wait behind the callers waiting for them.
+    let e = emulator(Mode::Imds, 100, |_| {});
     let client = client_for(&e, |_| {});
     let ids: Vec<String> = e
         .identities()
@@ -442,8 +442,11 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
         .collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let mut immediate = 0;
-    for round in 0..100 {
-        let id = Identity::client_id(&ids[round % 10]).unwrap();
+    let threads_before = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    for round in 0..1000 {
+        let id = Identity::client_id(&ids[round % 100]).unwrap();
         let tx = tx.clone();
         let mut out = [0u8; 8192];
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -455,14 +458,22 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
             .unwrap();
         immediate += usize::from(hit.is_some());
     }
+    let threads_during = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0);
     drop(tx);
     let answered: Vec<Vec<u8>> = rx.iter().map(|r| r.unwrap()).collect();
-    assert_eq!(answered.len() + immediate, 100);
-    assert!(answered.iter().all(|t| e
-        .tokens()
+    assert_eq!(answered.len() + immediate, 1000);
+    let issued: Vec<String> = e.tokens().into_iter().map(|t| t.token).collect();
+    assert!(answered
         .iter()
-        .any(|i| i.token.as_bytes() == t.as_slice())));
-    assert_eq!(e.stats().requests, 10, "one request per key");
+        .all(|t| issued.iter().any(|i| i.as_bytes() == t.as_slice())));
+    assert_eq!(e.stats().requests, 100, "one request per key");
+    assert_eq!(e.stats().sent_429, 0);
+    assert!(
+        threads_during <= threads_before + 32,
+        "no thread per call: {threads_before} → {threads_during}"
+    );
 }
 
 /// Every fault of the emulator's list, with the D7 behaviour it must get.

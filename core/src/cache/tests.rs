@@ -194,6 +194,17 @@ fn half_life_refresh_single_flight_and_stale_while_refresh() {
 }
 
 #[test]
+fn refresh_on_is_told_for_usable_tokens_only() {
+    let mut c = cache();
+    let k = key(1);
+    assert_eq!(c.refresh_on(&k, T0), None);
+    fill(&mut c, &k, T0, "t", 24 * H);
+    let due = c.storage.slots()[0].refresh_on;
+    assert_eq!(c.refresh_on(&k, T0 + 1), Some(due));
+    assert_eq!(c.refresh_on(&k, T0 + 24 * H), None, "expired");
+}
+
+#[test]
 fn short_lived_tokens_refresh_five_minutes_before_expiry() {
     let mut c = cache();
     let k = key(1);

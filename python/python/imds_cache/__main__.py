@@ -1,0 +1,8 @@
+"""``python -m imds_cache``: the ``imds-cache`` command line."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""What the sync and asyncio credentials share: the token types, the cache, the memo of
+answered tokens, and the constructor's identity rules."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from azure.core import credentials as _core
+
+from . import _imds_cache
+
+__all__ = ["AccessToken", "AccessTokenInfo", "TokenCache"]
+
+_LOG = logging.getLogger("imds_cache")
+
+
+class AccessToken(_core.AccessToken):
+    """azure-core's ``AccessToken`` whose ``repr`` hides the token."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"AccessToken(token='<redacted>', expires_on={self.expires_on})"
+
+
+class AccessTokenInfo(_core.AccessTokenInfo):
+    """azure-core's ``AccessTokenInfo`` whose ``repr`` hides the token."""
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessTokenInfo(token='<redacted>', expires_on={self.expires_on}, "
+            f"token_type='{self.token_type}', refresh_on={self.refresh_on})"
+        )
+
+
+_CACHES: "weakref.WeakSet[TokenCache]" = weakref.WeakSet()
+
+
+class TokenCache:
+    """A token cache that credentials share; by default every credential in the process
+    shares one (so N credentials for one identity make one request).
+
+    ``capacity`` entries of (identity, resource), tokens of up to ``max_token_bytes``;
+    at most ``rate`` request starts per ``rate_window`` seconds and ``in_flight`` requests
+    at once per endpoint (IMDS allows about 20/s and 5). ``deadline`` bounds a blocking
+    call (90 s: longer than IMDS's 70 s update window), ``backoff`` is the first retry delay
+    (doubling to 16 s), ``gone_interval`` the retry interval while IMDS answers 410,
+    ``negative_ttl`` how long a refusal is remembered; tokens are refreshed
+    ``refresh_margin`` seconds before expiry at the latest and never handed out with less
+    than ``min_lifetime`` left; a failed background refresh is tried again ``eager_retry``
+    seconds later. Times are in seconds.
+    """
+
+    refresh_margin: float
+
+    def __init__(
+        self,
+        *,
+        capacity: int = 4096,
+        max_token_bytes: int = 16384,
+        rate: int = 20,
+        rate_window: float = 1.0,
+        in_flight: int = 5,
+        deadline: float = 90.0,
+        connect_timeout: float = 1.0,
+        attempt_timeout: float = 10.0,
+        backoff: float = 1.0,
+        gone_interval: float = 10.0,
+        negative_ttl: float = 30.0,
+        refresh_margin: float = 300.0,
+        min_lifetime: float = 60.0,
+        eager_retry: float = 30.0,
+        refresher: bool = True,
+        verify_client_id: bool = True,
+        arc_key_dir: Optional[str] = None,
+    ) -> None:
+        self._native = _imds_cache.TokenCache(
+            capacity=capacity,
+            max_token_bytes=max_token_bytes,
+            rate=rate,
+            rate_window=rate_window,
+            in_flight=in_flight,
+            deadline=deadline,
+            connect_timeout=connect_timeout,
+            attempt_timeout=attempt_timeout,
+            backoff=backoff,
+            gone_interval=gone_interval,
+            negative_ttl=negative_ttl,
+            refresh_margin=refresh_margin,
+            min_lifetime=min_lifetime,
+            eager_retry=eager_retry,
+            refresher=refresher,
+            verify_client_id=verify_client_id,
+            arc_key_dir=arc_key_dir,
+        )
+        self.refresh_margin = refresh_margin
+        _CACHES.add(self)
+
+    def stats(self) -> Dict[str, int]:
+        """The core's counters (hits, misses, fetches, coalesced, refreshes, tokens,
+        failures_retry, failures_terminal, failures_unavailable, evictions, throttled,
+        stale_tickets, lease_lapses), summed over this cache's endpoints."""
+        return self._native.stats()
+
+    def prefetch(
+        self,
+        identities: Iterable[Optional[Mapping[str, str]]],
+        scopes: Iterable[str],
+        *,
+        timeout: float = 90.0,
+        **endpoint: Any,
+    ) -> Tuple[int, int, List[Tuple[int, BaseException]]]:
+        """Fetches every (identity, scope) pair within the request budget, the GIL
+        released. An identity is ``None`` (system-assigned) or an ``identity_config``
+        mapping. Returns ``(ok, total, [(index, error), …])`` with index
+        ``identity_index * len(scopes) + scope_index``."""
+        pairs = [_selector(None, i) for i in identities]
+        return self._native.prefetch(pairs, list(scopes), timeout=timeout, **endpoint)
+
+
+_default_lock = threading.Lock()
+_default: Optional[TokenCache] = None
+
+
+def default_cache() -> TokenCache:
+    """The process-wide cache every credential uses unless given ``cache=``."""
+    global _default
+    cache = _default
+    if cache is None:
+        with _default_lock:
+            if _default is None:
+                _default = TokenCache()
+            cache = _default
+    return cache
+
+
+def _after_fork_in_child() -> None:
+    # DESIGN D12. The driver's pthread_atfork handler has already reset its clients; this
+    # covers forks that bypass it and is harmless after it.
+    for cache in list(_CACHES):
+        cache._native.atfork_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_KINDS = ("client_id", "object_id", "resource_id")
+
+
+def _selector(
+    client_id: Optional[str], identity_config: Optional[Mapping[str, str]]
+) -> Tuple[str, Optional[str]]:
+    """azure-identity's constructor rules: ``client_id`` or one of ``identity_config``'s
+    ``client_id`` / ``object_id`` / ``resource_id``, at most one; none is system-assigned."""
+    given: List[Tuple[str, str]] = []
+    if client_id is not None:
+        given.append(("client_id", client_id))
+    for key, value in (identity_config or {}).items():
+        if key not in _KINDS:
+            raise ValueError(
+                f"identity_config key {key!r} is not one of client_id, object_id, resource_id"
+            )
+        if value is not None:
+            given.append((key, value))
+    if len(given) > 1:
+        raise ValueError(
+            "ManagedIdentityCredential takes at most one of client_id, "
+            "identity_config['client_id'], ['object_id'] or ['resource_id']"
+        )
+    return given[0] if given else ("system", None)
+
+
+def refresh_time(expires_on: int, now: float, margin: float) -> int:
+    """When a credential stops answering with the same token object: DESIGN D8 without
+    the per-key jitter (half the lifetime left when that is two hours or more, else
+    ``margin`` seconds before expiry). The driver refreshes in the background by then."""
+    left = expires_on - now
+    if left >= 7200:
+        return int(min(now + left / 2, expires_on - margin))
+    return int(expires_on - margin)
+
+
+def describe(kind: str, value: Optional[str]) -> str:
+    """An identity for log records (selectors are not secrets)."""
+    return "system-assigned" if value is None else f"{kind}={value}"
+
+
+class CredentialBase:
+    """Constructor, memo and bookkeeping shared by the sync and asyncio credentials."""
+
+    _binding: _imds_cache.Binding
+
+    def __init__(
+        self,
+        *,
+        client_id: Optional[str] = None,
+        identity_config: Optional[Mapping[str, str]] = None,
+        cache: Optional[TokenCache] = None,
+        flavour: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        secret: Optional[str] = None,
+        **kwargs: Any,
+    ) -> None:
+        kind, value = _selector(client_id, identity_config)
+        self._cache = cache if cache is not None else default_cache()
+        self._binding = self._cache._native.bind(
+            kind, value, flavour=flavour, endpoint=endpoint, secret=secret
+        )
+        self._who = describe(kind, value)
+        # scopes → (refresh time, token object); a hit returns the same object.
+        self._tokens: Dict[Tuple[str, ...], Tuple[float, AccessToken]] = {}
+        self._infos: Dict[Tuple[str, ...], Tuple[float, AccessTokenInfo]] = {}
+        if kwargs:
+            _LOG.debug("ManagedIdentityCredential ignores %s", sorted(kwargs))
+
+    @property
+    def cache(self) -> TokenCache:
+        """The cache this credential uses."""
+        return self._cache
+
+    @property
+    def flavour(self) -> Optional[str]:
+        """The kind of endpoint tokens come from (``imds``, ``app_service_2019``, …), or
+        ``None`` when none can serve here."""
+        flavour: Optional[str] = self._binding.flavour
+        return flavour
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._who}, flavour={self.flavour!r})"
+
+    @staticmethod
+    def _scope(scopes: Tuple[str, ...]) -> str:
+        if len(scopes) != 1:
+            raise ValueError("ManagedIdentityCredential.get_token requires exactly one scope")
+        return scopes[0]
+
+    def _answered(
+        self, scopes: Tuple[str, ...], token: str, expires_on: int, started: float
+    ) -> Tuple[AccessToken, AccessTokenInfo]:
+        now = time.time()
+        # The cache's own refresh time (with its per-key jitter); the D8 rule without jitter
+        # if the token was already evicted again.
+        refresh_on = self._binding.refresh_on(scopes[0])
+        if refresh_on is None:
+            refresh_on = refresh_time(expires_on, now, self._cache.refresh_margin)
+        old = self._tokens.get(scopes)
+        at = AccessToken(token, expires_on)
+        info = AccessTokenInfo(token, expires_on, refresh_on=refresh_on)
+        self._tokens[scopes] = (refresh_on, at)
+        self._infos[scopes] = (refresh_on, info)
+        if _LOG.isEnabledFor(logging.DEBUG):
+            _LOG.debug(
+                "%s token for %s, %s: expires_on=%d, refresh_on=%d, %.1f ms",
+                "refreshed" if old is not None and old[1].token != token else "got",
+                self._who,
+                scopes[0],
+                expires_on,
+                refresh_on,
+                (now - started) * 1000,
+            )
+        return at, info
+
+    def _failed(self, scopes: Tuple[str, ...], error: BaseException) -> None:
+        _LOG.warning("no token for %s, %s: %s", self._who, scopes[0] if scopes else "", error)
+
+    def _clear(self) -> None:
+        self._tokens.clear()
+        self._infos.clear()
+
+
+def options_claims(options: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The claims of a ``TokenRequestOptions``."""
+    if not options:
+        return None
+    claims: Optional[str] = options.get("claims")
+    return claims

@@ -1,0 +1,94 @@
+"""The asyncio credential against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+from azure.core.credentials_async import AsyncSupportsTokenInfo, AsyncTokenCredential
+
+from imds_cache import CredentialUnavailableError, ManagedIdentityError, TokenCache
+from imds_cache.aio import ManagedIdentityCredential
+
+from conftest import ARM, VAULT, Emulator
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_token_hit_and_protocols(imds: Emulator) -> None:
+    async with ManagedIdentityCredential(cache=TokenCache()) as credential:
+        assert isinstance(credential, AsyncTokenCredential)
+        assert isinstance(credential, AsyncSupportsTokenInfo)
+        token = await credential.get_token(f"{ARM}/.default")
+        assert imds.issued(token.token) is not None
+        assert await credential.get_token(ARM + "/.default") is token
+        info = await credential.get_token_info(ARM + "/.default")
+        assert info.token == token.token and token.token not in repr(info)
+        again = await credential.get_token(ARM + "/.default", claims="{}")
+        assert again is not token and imds.requests() == 2
+
+
+async def test_1000_concurrent_awaits_over_100_keys_make_100_requests(emulator_factory: Any) -> None:
+    e = emulator_factory("--identities", "100", "--rate", "500", "--concurrency", "16")
+    e.faults({"kind": "delay", "ms": 20})
+    cache = TokenCache(rate=125, rate_window=0.25, in_flight=16)
+    credentials = [
+        ManagedIdentityCredential(client_id=e.user(i)["client_id"], endpoint=e.url, cache=cache)
+        for i in range(1, 101)
+    ]
+    threads_before = threading.active_count()
+    tokens = await asyncio.gather(*(credentials[i % 100].get_token(VAULT) for i in range(1000)))
+    assert len(tokens) == 1000
+    assert len({t.token for t in tokens}) == 100
+    assert e.requests() == 100
+    # No thread per call: the driver's pool is small.
+    assert threading.active_count() - threads_before <= 20
+
+
+async def test_the_loop_keeps_running_during_a_miss(emulator_factory: Any) -> None:
+    e = emulator_factory()
+    e.faults({"kind": "delay", "ms": 200})
+    credential = ManagedIdentityCredential(endpoint=e.url, cache=TokenCache())
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    ticker = asyncio.ensure_future(tick())
+    started = time.monotonic()
+    await credential.get_token(ARM)
+    assert time.monotonic() - started >= 0.2
+    ticker.cancel()
+    assert ticks >= 10, ticks
+
+
+async def test_errors(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    e = emulator_factory("--identities", "1")
+    with pytest.raises(CredentialUnavailableError):
+        await ManagedIdentityCredential(
+            client_id="11111111-2222-3333-4444-555555555555", endpoint=e.url, cache=TokenCache()
+        ).get_token(ARM)
+    e.faults({"kind": "non_json"})
+    with pytest.raises(ManagedIdentityError) as caught:
+        await ManagedIdentityCredential(endpoint=e.url, cache=TokenCache()).get_token(ARM)
+    assert caught.value.code == "not_json"
+
+
+async def test_cancelled_waiters_are_harmless(emulator_factory: Any) -> None:
+    e = emulator_factory()
+    e.faults({"kind": "delay", "ms": 200})
+    credential = ManagedIdentityCredential(endpoint=e.url, cache=TokenCache())
+    task = asyncio.ensure_future(credential.get_token(ARM))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # the driver answers the cancelled waiter
+    token = await credential.get_token(ARM)
+    assert e.issued(token.token) is not None and e.requests() == 1

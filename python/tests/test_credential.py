@@ -1,0 +1,501 @@
+"""The sync credential against the emulator: tokens, hits, identities, protocols, errors,
+faults (D7), deadline, refresh, logging, proxies, fork, the GIL."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+from azure.core.credentials import AccessToken as CoreAccessToken
+from azure.core.credentials import AccessTokenInfo as CoreAccessTokenInfo
+from azure.core.credentials import SupportsTokenInfo, TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+
+import imds_cache
+from imds_cache import (
+    CredentialUnavailableError,
+    ManagedIdentityCredential,
+    ManagedIdentityError,
+    TokenCache,
+)
+
+from conftest import ARM, REPO, STORAGE, VAULT, Emulator
+
+
+SCRIPT = Path(sys.executable).parent / "imds-cache"
+
+
+def quick(**kw: Any) -> TokenCache:
+    """A cache with fast retries, for fault tests."""
+    settings: dict = dict(backoff=0.02, gone_interval=0.1, attempt_timeout=0.6, deadline=20.0)
+    settings.update(kw)
+    return TokenCache(**settings)
+
+
+def test_installed_wheel_not_source_tree() -> None:
+    assert imds_cache.__file__ is not None
+    assert not Path(imds_cache.__file__).resolve().is_relative_to(REPO / "python" / "python")
+    cargo = (REPO / "Cargo.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', cargo, re.M)
+    assert version and imds_cache.__version__ == version.group(1)
+
+
+def test_token_from_the_emulator_and_hits_return_the_same_object(imds: Emulator) -> None:
+    cache = TokenCache()
+    credential = ManagedIdentityCredential(cache=cache)
+    token = credential.get_token(f"{ARM}/.default")
+    issued = imds.issued(token.token)
+    assert issued is not None and issued["resource"] == ARM
+    assert issued["client_id"] == imds.user(0)["client_id"]
+    assert token.expires_on == issued["exp"]
+    assert isinstance(token, CoreAccessToken) and isinstance(token, imds_cache.AccessToken)
+    for _ in range(100):
+        assert credential.get_token(f"{ARM}/.default") is token
+    info = credential.get_token_info(f"{ARM}/.default")
+    assert isinstance(info, CoreAccessTokenInfo) and info.token == token.token
+    assert info.token_type == "Bearer"
+    assert info.refresh_on is not None and time.time() < info.refresh_on < info.expires_on
+    assert credential.get_token_info(f"{ARM}/.default") is info
+    # A resource without /.default is the same resource.
+    assert credential.get_token(ARM).token == token.token
+    assert imds.requests() == 1
+    assert cache.stats()["tokens"] == 1
+
+
+def test_repr_hides_the_token(imds: Emulator) -> None:
+    credential = ManagedIdentityCredential(cache=TokenCache())
+    token = credential.get_token(VAULT)
+    info = credential.get_token_info(VAULT)
+    for text in (repr(token), str(token), repr(info), str(info), repr(credential)):
+        assert token.token not in text
+        assert token.token[:40] not in text
+    assert "redacted" in repr(token) and "redacted" in repr(info)
+
+
+def test_protocols_and_context_manager(imds: Emulator) -> None:
+    with ManagedIdentityCredential(cache=TokenCache()) as credential:
+        assert isinstance(credential, TokenCredential)
+        assert isinstance(credential, SupportsTokenInfo)
+        assert credential.get_token(ARM, tenant_id="ignored", enable_cae=True).token
+    credential.close()
+
+
+def test_identity_selection(imds: Emulator) -> None:
+    cache = TokenCache()
+    user = imds.user(2)
+    ways = [
+        ManagedIdentityCredential(client_id=user["client_id"], cache=cache),
+        ManagedIdentityCredential(identity_config={"client_id": user["client_id"]}, cache=cache),
+        ManagedIdentityCredential(identity_config={"object_id": user["object_id"]}, cache=cache),
+        ManagedIdentityCredential(identity_config={"resource_id": user["resource_id"]}, cache=cache),
+    ]
+    for credential in ways:
+        issued = imds.issued(credential.get_token(ARM).token)
+        assert issued is not None and issued["client_id"] == user["client_id"], credential
+    # client_id twice is one key: one request; object and resource ids are keys of their own.
+    assert imds.requests() == 3
+    with pytest.raises(ValueError):
+        ManagedIdentityCredential(client_id=user["client_id"], identity_config={"object_id": user["object_id"]})
+    with pytest.raises(ValueError):
+        ManagedIdentityCredential(identity_config={"object_id": "a", "resource_id": "b"})
+    with pytest.raises(ValueError):
+        ManagedIdentityCredential(client_id="not-a-guid")
+    with pytest.raises(ValueError):
+        ManagedIdentityCredential(identity_config={"principal": "x"})
+    with pytest.raises(ValueError):
+        ways[0].get_token(ARM, VAULT)
+    with pytest.raises(ValueError):
+        ways[0].get_token()
+
+
+def test_two_credentials_for_one_identity_make_one_request(imds: Emulator) -> None:
+    # The process-wide default cache: created here, after the environment points at us.
+    a = ManagedIdentityCredential(client_id=imds.user(1)["client_id"])
+    b = ManagedIdentityCredential(identity_config={"client_id": imds.user(1)["client_id"].upper()})
+    assert a.cache is b.cache is imds_cache.default_cache()
+    assert a.get_token(STORAGE).token == b.get_token(STORAGE).token
+    assert imds.requests() == 1
+
+
+def test_claims_bypass_the_cache_once(imds: Emulator) -> None:
+    credential = ManagedIdentityCredential(cache=TokenCache())
+    first = credential.get_token(ARM)
+    again = credential.get_token(ARM, claims='{"access_token":{"nbf":{"essential":true}}}')
+    assert again is not first
+    assert imds.requests() == 2
+    assert credential.get_token(ARM) is again
+    info = credential.get_token_info(ARM, options={"claims": "{}"})
+    assert imds.requests() == 3 and info.token
+    assert credential.get_token(ARM).token in {t["token"] for t in imds.tokens()}
+
+
+def test_a_hit_reads_no_environment(
+    imds: Emulator, emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credential = ManagedIdentityCredential(cache=TokenCache())
+    token = credential.get_token(ARM)
+    reads: List[str] = []
+    real = os.environ.__class__.__getitem__
+
+    def spy(self: Any, key: str) -> str:
+        reads.append(key)
+        return real(self, key)
+
+    monkeypatch.setattr(os.environ.__class__, "__getitem__", spy)
+    monkeypatch.setattr(os, "getenv", lambda *a, **k: reads.append(a[0]))
+    assert credential.get_token(ARM) is token
+    assert credential.get_token_info(ARM).token == token.token
+    monkeypatch.undo()
+    assert reads == []
+    # The endpoint is read again when a request is built (D11), not on a hit.
+    other = emulator_factory()
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", other.url)
+    assert credential.get_token(ARM) is token
+    assert other.issued(credential.get_token(VAULT).token) is not None
+    assert imds.requests() == 1 and other.requests() == 1
+
+
+def test_every_flavour(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for mode, flavour in [
+        ("imds", "imds"),
+        ("appservice2019", "app_service_2019"),
+        ("msi2017", "msi_2017"),
+        ("azureml", "msi_2017"),
+        ("cloudshell", "cloud_shell"),
+        ("arc", "arc"),
+    ]:
+        e = emulator_factory("--mode", mode, "--identities", "2")
+        with monkeypatch.context() as env:
+            for name, value in e.config["env"].items():
+                env.setenv(name, value)
+            cache = TokenCache(arc_key_dir=e.config["arc_key_dir"] or None)
+            credential = ManagedIdentityCredential(cache=cache)
+            assert credential.flavour == flavour, mode
+            token = credential.get_token(ARM)
+            issued = e.issued(token.token)
+            assert issued is not None and issued["client_id"] == e.user(0)["client_id"], mode
+            assert token.expires_on == issued["exp"], mode
+            if mode in ("imds", "appservice2019", "msi2017"):
+                user = e.user(1)["client_id"]
+                token = ManagedIdentityCredential(client_id=user, cache=cache).get_token(ARM)
+                issued = e.issued(token.token)
+                assert issued is not None and issued["client_id"] == user, mode
+    # The retired VM extension is only ever chosen explicitly.
+    e = emulator_factory("--mode", "vmext", "--identities", "2")
+    url = e.url + "/oauth2/token"
+    credential = ManagedIdentityCredential(
+        client_id=e.user(1)["client_id"], flavour="vm_extension", endpoint=url, cache=TokenCache()
+    )
+    assert credential.flavour == "vm_extension"
+    issued = e.issued(credential.get_token(ARM).token)
+    assert issued is not None and issued["client_id"] == e.user(1)["client_id"]
+    # An App Service endpoint given explicitly, with its secret.
+    e = emulator_factory("--mode", "appservice2019")
+    credential = ManagedIdentityCredential(
+        flavour="app_service_2019",
+        endpoint=e.config["env"]["IDENTITY_ENDPOINT"],
+        secret=e.config["secret"],
+        cache=TokenCache(),
+    )
+    assert e.issued(credential.get_token(VAULT).token) is not None
+
+
+def test_retried_faults(emulator_factory: Any) -> None:
+    for rule, requests in [
+        ({"kind": "status", "status": 404, "count": 2}, 3),
+        ({"kind": "too_many_requests", "retry_after": 1, "count": 1}, 2),
+        ({"kind": "status", "status": 500, "count": 2}, 3),
+        ({"kind": "status", "status": 503, "count": 1}, 2),
+        ({"kind": "reset", "count": 2}, 3),
+        ({"kind": "truncate", "count": 2}, 3),
+        ({"kind": "hang", "ms": 2000, "count": 1}, 2),
+        ({"kind": "trickle", "chunk": 1, "interval_ms": 50, "count": 1}, 2),
+        ({"kind": "gone", "window_ms": 300}, None),
+    ]:
+        e = emulator_factory()
+        e.faults(rule)
+        cache = quick()
+        started = time.monotonic()
+        token = ManagedIdentityCredential(endpoint=e.url, cache=cache).get_token(ARM)
+        assert e.issued(token.token) is not None, rule
+        assert cache.stats()["failures_retry"] >= 1, rule
+        if requests is not None:
+            assert e.requests() == requests, rule
+        assert time.monotonic() - started < 10, rule
+
+
+def test_other_framings(emulator_factory: Any) -> None:
+    for rule in ({"kind": "chunked"}, {"kind": "eof_body"}, {"kind": "delay", "ms": 50}):
+        e = emulator_factory()
+        e.faults(rule)
+        token = ManagedIdentityCredential(endpoint=e.url, cache=quick()).get_token(ARM)
+        assert e.issued(token.token) is not None and e.requests() == 1, rule
+
+
+def test_terminal_faults(emulator_factory: Any) -> None:
+    for rule, code in [
+        ({"kind": "non_json"}, "not_json"),
+        ({"kind": "malformed_json"}, "not_json"),
+        ({"kind": "oversized", "bytes": 65536}, "token_too_large"),
+        ({"kind": "expired"}, "expired_on_arrival"),
+        ({"kind": "status", "status": 403}, "forbidden"),
+    ]:
+        e = emulator_factory()
+        e.faults(rule)
+        credential = ManagedIdentityCredential(endpoint=e.url, cache=quick(negative_ttl=60))
+        with pytest.raises(ManagedIdentityError) as caught:
+            credential.get_token(ARM)
+        assert isinstance(caught.value, ClientAuthenticationError)
+        assert caught.value.code in (code, "Forbidden", "forbidden"), (rule, caught.value.code)
+        with pytest.raises(ManagedIdentityError):
+            credential.get_token(ARM)  # remembered: no second request
+        assert e.requests() == 1, rule
+    e = emulator_factory("--identities", "2")
+    e.faults({"kind": "wrong_client_id"})
+    with pytest.raises(ManagedIdentityError) as caught:
+        ManagedIdentityCredential(client_id=e.user(1)["client_id"], endpoint=e.url, cache=quick()).get_token(ARM)
+    assert caught.value.code == "client_id_mismatch"
+
+
+def test_unassigned_identity_is_unavailable(imds: Emulator) -> None:
+    missing = "11111111-2222-3333-4444-555555555555"
+    with pytest.raises(CredentialUnavailableError) as caught:
+        ManagedIdentityCredential(client_id=missing, cache=TokenCache()).get_token(ARM)
+    error = caught.value
+    assert isinstance(error, ClientAuthenticationError)
+    assert error.code == "invalid_request" and "Identity not found" in error.description
+    assert error.status_code == 400
+
+
+def test_unavailable_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(CredentialUnavailableError) as caught:
+        ManagedIdentityCredential(cache=TokenCache()).get_token(ARM)
+    assert caught.value.code == "unavailable"
+    assert time.monotonic() - started < 2
+    # azure-identity's chain moves on past it.
+    from azure.identity import ChainedTokenCredential
+    from azure.identity import CredentialUnavailableError as IdentityUnavailable
+
+    assert isinstance(caught.value, IdentityUnavailable)
+    with pytest.raises(ClientAuthenticationError):
+        ChainedTokenCredential(ManagedIdentityCredential(cache=TokenCache())).get_token(ARM)
+
+
+def test_aks_workload_identity_is_unavailable(monkeypatch: pytest.MonkeyPatch, imds: Emulator) -> None:
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/token")
+    monkeypatch.setenv("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+    credential = ManagedIdentityCredential(cache=TokenCache())
+    assert credential.flavour is None
+    with pytest.raises(CredentialUnavailableError, match="workload identity"):
+        credential.get_token(ARM)
+    assert imds.requests() == 0
+
+
+def test_deadline(emulator_factory: Any) -> None:
+    e = emulator_factory()
+    e.faults({"kind": "status", "status": 503})
+    started = time.monotonic()
+    with pytest.raises(ManagedIdentityError) as caught:
+        ManagedIdentityCredential(endpoint=e.url, cache=quick(deadline=1.5, backoff=0.1)).get_token(ARM)
+    assert caught.value.code == "deadline"
+    assert 1.0 < time.monotonic() - started < 2.5
+
+
+def test_refresh_renews_in_the_background_and_a_failed_one_keeps_the_token(emulator_factory: Any) -> None:
+    # 362 s tokens with a 360 s margin: a refresh is due about 2 s after the fetch.
+    e = emulator_factory("--token-lifetime", "362")
+    cache = TokenCache(refresh_margin=360, min_lifetime=1, backoff=0.1, eager_retry=0.2)
+    credential = ManagedIdentityCredential(endpoint=e.url, cache=cache)
+    first = credential.get_token(ARM)
+    e.faults({"kind": "status", "status": 500})
+    time.sleep(2.5)
+    for _ in range(4):
+        assert credential.get_token(ARM).token == first.token, "valid token kept"
+        time.sleep(0.25)
+    assert e.stats()["statuses"].get("500", 0) >= 1
+    e.faults()
+    e.post("/control/advance?secs=100")  # the emulator re-mints: under 5 min left there
+    deadline = time.monotonic() + 15
+    while credential.get_token(ARM).token == first.token:
+        assert time.monotonic() < deadline, "no refresh"
+        time.sleep(0.1)
+    assert cache.stats()["refreshes"] >= 1
+
+
+def test_single_flight_16_threads(emulator_factory: Any) -> None:
+    e = emulator_factory()
+    e.faults({"kind": "delay", "ms": 200})
+    cache = TokenCache()
+    tokens: List[str] = []
+    barrier = threading.Barrier(16)
+
+    def ask() -> None:
+        credential = ManagedIdentityCredential(endpoint=e.url, cache=cache)
+        barrier.wait()
+        tokens.append(credential.get_token(ARM).token)
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(tokens) == 16 and len(set(tokens)) == 1
+    assert e.requests() == 1
+    assert cache.stats()["coalesced"] >= 1
+
+
+def test_1000_credentials_for_1000_identities(emulator_factory: Any) -> None:
+    e = emulator_factory("--identities", "1000", "--rate", "500", "--concurrency", "16")
+    cache = TokenCache(rate=125, rate_window=0.25, in_flight=16)
+    credentials = [
+        ManagedIdentityCredential(client_id=e.user(i)["client_id"], endpoint=e.url, cache=cache)
+        for i in range(1, 1001)
+    ]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        tokens = list(pool.map(lambda c: c.get_token(STORAGE).token, credentials))
+    assert len(set(tokens)) == 1000
+    stats = e.stats()
+    assert stats["requests"] == 1000 and stats["sent_429"] == 0
+    assert all(c.get_token(STORAGE).token == t for c, t in zip(credentials, tokens))
+    assert e.requests() == 1000
+
+
+def test_the_gil_is_released_while_waiting(emulator_factory: Any) -> None:
+    e = emulator_factory()
+    e.faults({"kind": "delay", "ms": 200})
+    credential = ManagedIdentityCredential(endpoint=e.url, cache=TokenCache())
+    ticks = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    time.sleep(0.02)
+    before = ticks
+    started = time.monotonic()
+    credential.get_token(ARM)
+    waited = time.monotonic() - started
+    during = ticks - before
+    stop.set()
+    spinner.join()
+    assert waited >= 0.2
+    # Python ran on the other thread the whole time: thousands of loop turns, not a
+    # switch interval's worth.
+    assert during > 10_000, during
+
+
+def test_a_dead_proxy_changes_nothing(imds: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    token = ManagedIdentityCredential(cache=TokenCache()).get_token(ARM)
+    assert imds.issued(token.token) is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_keeps_serving(imds: Emulator) -> None:
+    cache = TokenCache()
+    credential = ManagedIdentityCredential(cache=cache)
+    token = credential.get_token(ARM)
+    # A miss in flight on another thread while we fork: the child must not inherit its lock.
+    imds.faults({"kind": "delay", "ms": 300, "count": 1})
+    other = threading.Thread(target=lambda: ManagedIdentityCredential(cache=cache).get_token(STORAGE))
+    other.start()
+    time.sleep(0.05)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        ok = False
+        try:
+            same = credential.get_token(ARM).token == token.token
+            fresh = ManagedIdentityCredential(cache=cache).get_token(VAULT).token
+            storage = ManagedIdentityCredential(cache=cache).get_token(STORAGE).token
+            ok = same and bool(fresh) and bool(storage)
+        finally:
+            os._exit(0 if ok else 1)
+    other.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert credential.get_token(ARM) is token
+
+
+def test_logging_never_shows_a_token(imds: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="imds_cache")
+    cache = TokenCache()
+    credential = ManagedIdentityCredential(cache=cache)
+    token = credential.get_token(ARM)
+    credential.get_token(ARM, claims="{}")
+    with pytest.raises(CredentialUnavailableError):
+        ManagedIdentityCredential(client_id="11111111-2222-3333-4444-555555555555", cache=cache).get_token(ARM)
+    records = [r for r in caplog.records if r.name == "imds_cache"]
+    assert any("got token" in r.getMessage() for r in records)
+    assert any(r.levelno == logging.WARNING for r in records)
+    for r in records:
+        for t in imds.tokens():
+            assert t["token"] not in r.getMessage()
+            assert t["token"][:64] not in r.getMessage()
+    assert token.token not in caplog.text
+
+
+def test_errors_carry_code_and_description_and_no_token(emulator_factory: Any) -> None:
+    e = emulator_factory()
+    ManagedIdentityCredential(endpoint=e.url, cache=TokenCache()).get_token(ARM)
+    e.faults({"kind": "status", "status": 500})
+    with pytest.raises(ManagedIdentityError) as caught:
+        ManagedIdentityCredential(endpoint=e.url, cache=quick(deadline=0.5, backoff=0.05)).get_token(VAULT)
+    error = caught.value
+    assert error.code == "deadline" and "server" in error.description.lower() or "500" in error.description
+    for text in (str(error), repr(error), error.description, error.message):
+        for t in e.tokens():
+            assert t["token"] not in text
+
+
+def test_cli(imds: Emulator) -> None:
+    import json
+    import subprocess
+
+    env = dict(os.environ)
+    assert SCRIPT.exists(), "the console script is installed"
+    out = subprocess.run(
+        [str(SCRIPT), "token", "--resource", ARM, "--json"],
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    data = json.loads(out)
+    issued = imds.issued(data["accessToken"])
+    assert issued is not None and data["expires_on"] == issued["exp"] and data["tokenType"] == "Bearer"
+    user = imds.user(3)
+    out = subprocess.run(
+        [sys.executable, "-m", "imds_cache", "token", "--resource", VAULT, "--object-id", user["object_id"]],
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()
+    issued = imds.issued(out)
+    assert issued is not None and issued["client_id"] == user["client_id"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "imds_cache", "token", "--resource", ARM, "--client-id", "11111111-2222-3333-4444-555555555555"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert bad.returncode == 1 and "Identity not found" in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "imds_cache", "token"], capture_output=True, text=True)
+    assert usage.returncode == 2
+
