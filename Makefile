@@ -6,14 +6,18 @@ BARE_METAL := thumbv7em-none-eabihf
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: test demo setup venv fmt-check clippy unit bare-metal doc
+.PHONY: test demo setup venv fmt-check clippy unit bare-metal doc benches-compile
 
 # Parts owned by later issues (C ABI, Python) add their targets here.
 -include mk/*.mk
 
 ## Everything CI checks: formatting, lints, tests, the no_std build, docs.
-test: setup fmt-check clippy unit bare-metal doc
+test: setup fmt-check clippy unit bare-metal doc benches-compile py-test
 	@echo "make test: all checks passed"
+
+## CI builds the benches without running them (`make bench` runs them).
+benches-compile:
+	$(CARGO) bench --no-run --locked -p imds-cache-benches
 
 ## Toolchain pieces a fresh machine lacks; fail loudly if they cannot be had.
 setup:
@@ -44,8 +48,8 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
 ## The main job: each agent against a fresh bundled IMDS emulator (REAL_LIMITS=1: IMDS's own).
-DEMO_AGENTS := rust
-demo: setup
+DEMO_AGENTS := rust python
+demo: setup py-install
 	$(CARGO) build --release --locked -p imds-emulator
 	$(CARGO) build --release --locked -p imds-cache-ffi --example rust_agent
 	bash tests/demo.sh $(DEMO_AGENTS)
