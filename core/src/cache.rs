@@ -51,16 +51,21 @@ pub struct Key<'a> {
 }
 
 impl Key<'_> {
+    /// The key's hash, a word at a time. Selectors compare ignoring ASCII case (D3), so they
+    /// are hashed with bit 5 set in every byte: equal-ignoring-case selectors hash alike
+    /// (a few other bytes fold together too, which only costs a full comparison).
     fn hash(&self) -> u32 {
-        let mut h = hash32::FnvHasher::default();
-        h.write_u8(self.flavour as u8);
-        h.write_u8(self.identity.kind() as u8);
-        for b in self.identity.value().bytes() {
-            h.write_u8(b.to_ascii_lowercase());
+        let mut h = rustc_hash::FxHasher::default();
+        h.write_u16(u16::from(self.flavour as u8) << 8 | u16::from(self.identity.kind() as u8));
+        let mut folded = [0u8; crate::MAX_RESOURCE_ID_LEN];
+        let sel = self.identity.value().as_bytes();
+        for (f, b) in folded.iter_mut().zip(sel) {
+            *f = b | 0x20;
         }
-        h.write_u8(0xff);
+        h.write(&folded[..sel.len()]);
         h.write(self.resource.as_str().as_bytes());
-        h.finish() as u32
+        let h = h.finish();
+        policy::mix((h ^ (h >> 32)) as u32)
     }
 
     fn encoded_len(&self) -> usize {
@@ -1288,33 +1293,33 @@ fn failure_of(slot: &Slot) -> Option<Failure> {
 }
 
 /// Whether the entry's key bytes are `key` (D3: selector compared ignoring ASCII case,
-/// resource byte for byte).
+/// resource byte for byte). Keys of up to one block (nearly all) compare as three slices.
 fn key_matches(arena: &[u8], links: &[u32], slot: &Slot, key: &Key<'_>) -> bool {
-    if slot.key_len as usize != key.encoded_len() || slot.flavour != key.flavour as u8 {
+    let len = slot.key_len as usize;
+    if len != key.encoded_len() || slot.flavour != key.flavour as u8 {
         return false;
     }
     let sel = key.identity.value().as_bytes();
-    let mut header = [0u8; KEY_HEADER];
-    header[0] = key.flavour as u8;
-    header[1] = key.identity.kind() as u8;
-    header[2..].copy_from_slice(&(sel.len() as u16).to_le_bytes());
     let resource = key.resource.as_str().as_bytes();
+    let block = arena.len() / links.len().max(1);
+    let same = |stored: &[u8]| {
+        let (header, rest) = stored.split_at(KEY_HEADER);
+        let (stored_sel, stored_resource) = rest.split_at(sel.len());
+        header[1] == key.identity.kind() as u8
+            && stored_resource == resource
+            && stored_sel.eq_ignore_ascii_case(sel)
+    };
+    let start = slot.head as usize * block;
+    if len <= block {
+        return arena.get(start..start + len).is_some_and(same);
+    }
+    let mut buf = [0u8; MAX_KEY_LEN];
     let mut at = 0;
-    let mut same = true;
-    read_chain(arena, links, slot.head, 0, slot.key_len as usize, |piece| {
-        for &b in piece {
-            let ok = if at < KEY_HEADER {
-                header[at] == b
-            } else if at < KEY_HEADER + sel.len() {
-                sel[at - KEY_HEADER].eq_ignore_ascii_case(&b)
-            } else {
-                resource[at - KEY_HEADER - sel.len()] == b
-            };
-            same &= ok;
-            at += 1;
-        }
+    read_chain(arena, links, slot.head, 0, len, |piece| {
+        buf[at..at + piece.len()].copy_from_slice(piece);
+        at += piece.len();
     });
-    same
+    same(&buf[..len])
 }
 
 #[cfg(test)]

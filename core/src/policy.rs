@@ -221,7 +221,7 @@ pub(crate) fn refresh_on(
 }
 
 /// A 32-bit finaliser (murmur3's) so neighbouring hashes land far apart.
-fn mix(mut h: u32) -> u32 {
+pub(crate) fn mix(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;

@@ -366,8 +366,9 @@ impl Parts<'_> {
 
     /// Takes `n` blocks off the free list (or the bump region) and chains them.
     /// The caller has checked that `alloc.free_blocks >= n`.
+    /// Chained in allocation order, so fresh blocks are read front to back in memory.
     pub(crate) fn alloc_chain(&mut self, alloc: &mut Alloc, n: u32) -> u32 {
-        let mut head = NIL;
+        let (mut head, mut tail) = (NIL, NIL);
         for _ in 0..n {
             let b = if alloc.free_block != NIL {
                 let b = alloc.free_block;
@@ -377,8 +378,13 @@ impl Parts<'_> {
                 alloc.block_bump += 1;
                 alloc.block_bump - 1
             };
-            self.links[b as usize] = head;
-            head = b;
+            self.links[b as usize] = NIL;
+            if tail == NIL {
+                head = b;
+            } else {
+                self.links[tail as usize] = b;
+            }
+            tail = b;
         }
         alloc.free_blocks -= n;
         head
