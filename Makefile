@@ -12,7 +12,7 @@ PY := $(CURDIR)/$(VENV)/bin/python
 -include mk/*.mk
 
 ## Everything CI checks: formatting, lints, tests, the no_std build, docs.
-test: setup fmt-check clippy unit bare-metal doc benches-compile py-test
+test: setup fmt-check clippy unit bare-metal doc benches-compile c-test py-test
 	@echo "make test: all checks passed"
 
 ## CI builds the benches without running them (`make bench` runs them).
@@ -48,8 +48,8 @@ doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
 ## The main job: each agent against a fresh bundled IMDS emulator (REAL_LIMITS=1: IMDS's own).
-DEMO_AGENTS := rust python
-demo: setup py-install
+DEMO_AGENTS := rust c python
+demo: setup c-agent py-install
 	$(CARGO) build --release --locked -p imds-emulator
 	$(CARGO) build --release --locked -p imds-cache-ffi --example rust_agent
 	bash tests/demo.sh $(DEMO_AGENTS)

@@ -36,7 +36,7 @@ status=0
 for agent in "${@:-rust}"; do
   case "$agent" in
     rust) run_agent Rust ./target/release/examples/rust_agent || status=1 ;;
-    c) run_agent C ./target/release/c_agent || status=1 ;;
+    c) run_agent C ./target/c/agent || status=1 ;;
     python) run_agent Python .venv/bin/python python/examples/agent.py || status=1 ;;
     *) echo "unknown agent $agent"; status=1 ;;
   esac

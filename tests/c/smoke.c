@@ -1,0 +1,45 @@
+/*
+ * Built against an installed library with pkg-config (dynamic and static): one token from the
+ * emulator at argv[1] through the blocking call. Other arguments are ignored.
+ */
+#include <imds_cache.h>
+
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+    static uint8_t token[16384];
+    imds_cache_config *config = NULL;
+    imds_cache *cache = NULL;
+    imds_cache_identity identity;
+    const char *resource = "https://management.azure.com";
+    size_t len = 0;
+    uint64_t expires_on = 0;
+    imds_cache_result r;
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s EMULATOR_URL\n", argv[0]);
+        return 2;
+    }
+    if (imds_cache_config_new(&config) != IMDS_CACHE_RESULT_OK ||
+        imds_cache_config_set_endpoint(config, IMDS_CACHE_FLAVOUR_IMDS, (const uint8_t *)argv[1],
+                                       strlen(argv[1]), NULL, 0) != IMDS_CACHE_RESULT_OK ||
+        imds_cache_new(config, &cache) != IMDS_CACHE_RESULT_OK) {
+        fprintf(stderr, "smoke: cannot make the handle\n");
+        return 1;
+    }
+    imds_cache_config_free(config);
+    imds_cache_identity_system(&identity);
+    r = imds_cache_get_token(cache, &identity, (const uint8_t *)resource, strlen(resource), token,
+                             sizeof token, &len, &expires_on);
+    imds_cache_free(cache);
+    if (r != IMDS_CACHE_RESULT_OK) {
+        uint8_t msg[256];
+        size_t n = 0;
+        imds_cache_result_message(r, msg, sizeof msg, &n);
+        fprintf(stderr, "smoke: %.*s\n", (int)n, (const char *)msg);
+        return 1;
+    }
+    printf("smoke: imds_cache %s: a %zu-byte token, expires at %llu\n", IMDS_CACHE_VERSION, len,
+           (unsigned long long)expires_on);
+    return 0;
+}
