@@ -53,7 +53,6 @@ enum Source {
     Explicit(OwnedEndpoint),
 }
 
-
 /// The snake_case name of a failure kind, used as the error `.code` when the endpoint sent
 /// none.
 fn kind_code(kind: FailureKind) -> String {
