@@ -3,17 +3,21 @@
 # are measured in the same run.
 #   BENCH_TIME=S      criterion measurement time per benchmark (default 2 s; warm-up 0.5 s)
 #   REAL_LIMITS=1     also the cold start at IMDS's real limits (adds ~2.5 minutes)
-# C ABI and Python parts join the run when their programs exist (see BENCHMARKS.md).
+# The C ABI hit (benches/c_abi_hit.sh: gcc, the static library) and the Python comparison
+# (benches/python_vs_azure_identity.py, with the wheel and azure-identity that `make py-install`
+# puts in .venv; skipped without .venv) are part of the run (see BENCHMARKS.md).
 .PHONY: bench bench-build
 
 BENCH_TIME ?= 2
 BENCH_PKG := -p imds-cache-benches
 BENCH_COLD_FLAGS := $(if $(filter 1,$(REAL_LIMITS)),--real-limits,)
 
-## Builds what `make bench` runs: the criterion benches, the bins and the emulator binary.
+## Builds what `make bench` runs: the criterion benches, the bins, the emulator binary and the
+## C library (target/release/libimds_cache_ffi.a, as `make capi-lib`).
 bench-build:
 	$(CARGO) bench --no-run --locked $(BENCH_PKG)
 	$(CARGO) build --release --locked -p imds-emulator $(BENCH_PKG) --bins
+	$(CARGO) build --release --locked -p imds-cache-ffi
 
 bench: bench-build
 	@echo "machine: $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $$(date -u +'%Y-%m-%d %H:%M UTC')"
@@ -21,7 +25,8 @@ bench: bench-build
 	IMDS_BENCH_WRITE=1 $(CARGO) test --release --locked $(BENCH_PKG) --test zero_alloc -- --nocapture
 	./target/release/memory
 	./target/release/cold_start $(BENCH_COLD_FLAGS)
-	@if [ -f benches/c_abi_hit.sh ]; then bash benches/c_abi_hit.sh; fi
-	@if [ -f benches/python_vs_azure_identity.py ] && [ -x $(PY) ]; then $(PY) benches/python_vs_azure_identity.py; fi
+	bash benches/c_abi_hit.sh
+	@if [ -x $(PY) ]; then $(PY) benches/python_vs_azure_identity.py; \
+	else echo "python comparison skipped: no $(PY) (make py-install)"; fi
 	@echo; ./target/release/bench_table
 	@echo; echo "HTML reports: target/criterion/report/index.html"
