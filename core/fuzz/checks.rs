@@ -580,13 +580,17 @@ pub(crate) mod ops {
             if live.len() as u32 >= self.config.in_flight {
                 return Err(*live.iter().min().unwrap());
             }
-            let (s, rate) = (&self.starts[f], self.config.rate as usize);
+            // Starts count by their times (a restamp moves one later than those after it).
+            let span = self.config.rate_window_ms + self.config.rate_margin_ms;
+            let mut s: Vec<u64> = self.starts[f]
+                .iter()
+                .copied()
+                .filter(|&at| at + span > self.now)
+                .collect();
+            s.sort_unstable();
+            let rate = self.config.rate as usize;
             if s.len() >= rate {
-                let free_at =
-                    s[s.len() - rate] + self.config.rate_window_ms + self.config.rate_margin_ms;
-                if free_at > self.now {
-                    return Err(free_at);
-                }
+                return Err(s[s.len() - rate] + span);
             }
             Ok(())
         }

@@ -257,18 +257,20 @@ impl Rng {
 struct Flight {
     ticket: u64,
     lease_until: u64,
-    /// Where its start time is in the ring.
-    start: u8,
+    /// The sequence number of its start (see [`Budget::total`]).
+    seq: u64,
 }
 
 /// The request budget of one endpoint (D9): request starts in a sliding window and requests in
 /// flight.
 #[derive(Clone, Debug)]
 pub(crate) struct Budget {
-    /// Ring of the last starts' times; `starts[next]` is the oldest once the ring is full.
+    /// Ring of the last starts' times: start number `n` is at `starts[n % MAX_RATE]` until
+    /// start `n + MAX_RATE` takes its place. A restamp may move a start later, so the ring is
+    /// not sorted by time.
     starts: [u64; MAX_RATE as usize],
-    next: u8,
-    filled: u8,
+    /// How many starts were ever recorded.
+    total: u64,
     flights: [Flight; MAX_IN_FLIGHT as usize],
     /// A token has been received from this endpoint (so refusals are no longer "unavailable").
     pub(crate) ever_ok: bool,
@@ -277,33 +279,34 @@ pub(crate) struct Budget {
 impl Budget {
     pub(crate) const EMPTY: Budget = Budget {
         starts: [0; MAX_RATE as usize],
-        next: 0,
-        filled: 0,
+        total: 0,
         flights: [Flight {
             ticket: 0,
             lease_until: 0,
-            start: 0,
+            seq: 0,
         }; MAX_IN_FLIGHT as usize],
         ever_ok: false,
     };
 
-    /// `Err(retry_at)` when one more start now would exceed the rate.
+    /// `Err(retry_at)` when one more start now would exceed the rate: `rate` starts are still
+    /// inside the window (widened by the margin), counted by their times, not their order.
     pub(crate) fn check_rate(&self, config: &Config, now: u64) -> Result<(), u64> {
         let rate = config.rate.min(MAX_RATE) as usize;
-        if (self.filled as usize) < rate {
+        let span = config.rate_window_ms.saturating_add(config.rate_margin_ms);
+        let recorded = &self.starts[..self.total.min(u64::from(MAX_RATE)) as usize];
+        let mut live = [0u64; MAX_RATE as usize];
+        let mut n = 0;
+        for &at in recorded.iter().filter(|&&at| at.saturating_add(span) > now) {
+            live[n] = at;
+            n += 1;
+        }
+        if n < rate {
             return Ok(());
         }
-        // The rate-th most recent start must have left the window.
-        let idx = (self.next as usize + MAX_RATE as usize - rate) % MAX_RATE as usize;
-        let oldest = self.starts[idx];
-        let free_at = oldest
-            .saturating_add(config.rate_window_ms)
-            .saturating_add(config.rate_margin_ms);
-        if free_at <= now {
-            Ok(())
-        } else {
-            Err(free_at)
-        }
+        // One more start fits once `n - rate + 1` of the live starts have left the window.
+        let live = &mut live[..n];
+        live.sort_unstable();
+        Err(live[n - rate].saturating_add(span))
     }
 
     /// `Err(retry_at)` when the in-flight cap is reached (retry_at: the first lease to lapse).
@@ -329,34 +332,36 @@ impl Budget {
 
     /// Records a request start.
     pub(crate) fn record_start(&mut self, now: u64) {
-        self.starts[self.next as usize] = now;
-        self.next = ((self.next as u32 + 1) % MAX_RATE) as u8;
-        self.filled = (self.filled as u32 + 1).min(MAX_RATE) as u8;
+        self.starts[(self.total % u64::from(MAX_RATE)) as usize] = now;
+        self.total += 1;
     }
 
     /// Records a new request in flight (after [`check`](Self::check) said yes).
     pub(crate) fn begin(&mut self, ticket: u64, now: u64, lease_until: u64) {
-        let start = self.next;
+        let seq = self.total;
         self.record_start(now);
         if let Some(f) = self.flights.iter_mut().find(|f| f.lease_until <= now) {
             *f = Flight {
                 ticket,
                 lease_until,
-                start,
+                seq,
             };
         }
     }
 
     /// The request of `ticket` is being written now: its start moves to `now`, closer to the
     /// moment it reaches the endpoint (a driver may wait for a lock or a thread in between).
+    /// A start that has left the ring is older than every start the check looks at: left alone.
     pub(crate) fn restamp(&mut self, ticket: u64, now: u64) {
         if let Some(f) = self
             .flights
             .iter()
             .find(|f| f.ticket == ticket && f.lease_until > now)
         {
-            let at = &mut self.starts[f.start as usize];
-            *at = (*at).max(now);
+            if self.total - f.seq <= u64::from(MAX_RATE) {
+                let at = &mut self.starts[(f.seq % u64::from(MAX_RATE)) as usize];
+                *at = (*at).max(now);
+            }
         }
     }
 
@@ -485,5 +490,40 @@ mod tests {
         assert_eq!(b.check_rate(&c, now + 1050), Ok(()));
         // After the leases lapse, flights are free again.
         assert_eq!(b.in_flight(now + 30_000), 0);
+    }
+
+    #[test]
+    fn restamp_leaves_a_start_that_left_the_ring() {
+        let c = Config::DEFAULT;
+        let mut b = Budget::EMPTY;
+        b.begin(1, 0, 100_000);
+        for t in 1..=MAX_RATE as u64 {
+            b.record_start(t);
+        }
+        for _ in 0..19 {
+            b.record_start(5_000);
+        }
+        // Ticket 1's start was overwritten 148 starts ago: restamping it must not move a newer
+        // start (which would make 20 starts in the window).
+        b.restamp(1, 5_000);
+        assert_eq!(b.check_rate(&c, 5_000), Ok(()));
+    }
+
+    #[test]
+    fn restamped_starts_count_by_time_not_order() {
+        let c = Config::DEFAULT;
+        let mut b = Budget::EMPTY;
+        b.begin(1, 0, 100_000);
+        for _ in 0..19 {
+            b.record_start(10);
+        }
+        b.restamp(1, 900);
+        // The 19 starts at 10 left the window; the restamped one at 900 has not.
+        assert_eq!(b.check_rate(&c, 1_100), Ok(()));
+        for _ in 0..19 {
+            b.record_start(1_100);
+        }
+        assert_eq!(b.check_rate(&c, 1_100), Err(900 + 1_050));
+        assert_eq!(b.check_rate(&c, 1_950), Ok(()));
     }
 }

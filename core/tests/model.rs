@@ -256,15 +256,18 @@ impl Model {
         if live.len() as u32 >= self.config.in_flight {
             return Err(*live.iter().min().unwrap());
         }
-        let starts = &self.budgets[flavour].starts;
+        // Starts count by their times (a restamp moves one later than those after it).
+        let span = self.config.rate_window_ms + self.config.rate_margin_ms;
+        let mut starts: Vec<u64> = self.budgets[flavour]
+            .starts
+            .iter()
+            .copied()
+            .filter(|&at| at + span > self.now)
+            .collect();
+        starts.sort_unstable();
         let rate = self.config.rate as usize;
         if starts.len() >= rate {
-            let free_at = starts[starts.len() - rate]
-                + self.config.rate_window_ms
-                + self.config.rate_margin_ms;
-            if free_at > self.now {
-                return Err(free_at);
-            }
+            return Err(starts[starts.len() - rate] + span);
         }
         Ok(())
     }
