@@ -2,11 +2,12 @@
 # pkg-config builds, and the C agent demo. Included by the root Makefile.
 #
 #   make c-test                  C tests (C99 and C++11, ASan+UBSan, valgrind), install + pkg-config
+#   make c-test-rust-asan        the C tests against a staticlib whose Rust is built with ASan too
 #   make install PREFIX=/opt/x   libimds_cache.{a,so.0,so}, imds_cache.h, imds_cache.pc
 #   make demo-c                  the C agent against a fresh emulator with 1000 identities
 #   make header                  regenerate include/imds_cache.h (the capi_header test checks it)
 
-.PHONY: c-test install demo-c c-agent header capi-lib capi-tools
+.PHONY: c-test c-test-rust-asan install demo-c c-agent header capi-lib capi-tools
 
 PREFIX ?= /usr/local
 # SHARED=no installs the static library only (what a fully static consumer wants).
@@ -97,7 +98,23 @@ c-test: capi-tools capi-lib
 		$(CAPI_OUT)/smoke_static
 	@echo "c-test: all C tests passed"
 
-## The C agent (ffi/examples/agent.c) against its own fresh emulator with 1000 identities.
+## The C tests against a staticlib whose Rust code is instrumented too (nightly
+## `-Zsanitizer=address`, its own target dir; `--target` keeps build scripts uninstrumented).
+CAPI_ASAN_DIR := target/asan
+CAPI_ASAN_LIB := $(CAPI_ASAN_DIR)/x86_64-unknown-linux-gnu/debug/libimds_cache_ffi.a
+c-test-rust-asan: capi-tools capi-lib
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	RUSTFLAGS="-Zsanitizer=address" $(CARGO) +nightly build --locked -p imds-cache-ffi --lib \
+		--target x86_64-unknown-linux-gnu --target-dir $(CAPI_ASAN_DIR)
+	nm -A $(CAPI_ASAN_LIB) 2>/dev/null | grep 'imds_cache_ffi.*U __asan_report_load' >/dev/null \
+		|| { echo "c-test-rust-asan: the Rust objects are not instrumented"; exit 1; }
+	@mkdir -p $(CAPI_OUT)
+	$(CAPI_CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(CAPI_WARN) -g -fsanitize=address \
+		-fno-omit-frame-pointer -Iinclude tests/c/test_capi.c $(CAPI_ASAN_LIB) $(CAPI_LIBS_PRIVATE) \
+		-o $(CAPI_OUT)/test_capi_rust_asan
+	tests/c/run.sh $(CAPI_OUT)/test_capi_rust_asan
+	@echo "c-test-rust-asan: passed"
+
 ## The C agent, built for `make demo` (which runs it after the Rust agent).
 c-agent: capi-lib
 	@mkdir -p $(CAPI_OUT)

@@ -654,6 +654,7 @@ mod tests {
     /// Every complete response of the table (and E1), fed one byte at a time: `NeedMore`
     /// (and `Truncated` at eof) for every strict prefix, then the same `Done` as the whole.
     #[test]
+    #[cfg_attr(miri, ignore = "every prefix of every case: too slow under Miri")]
     fn one_byte_at_a_time() {
         let e1 = e1().0;
         let inputs = CASES
@@ -794,6 +795,10 @@ mod tests {
 
     /// Prefixes and single-byte changes of every case never panic, whatever the limit.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "every prefix and mutation of every case: hours under Miri; fuzzed instead"
+    )]
     fn no_panics() {
         let subst = [
             b'0', b'5', b'f', b'\r', b'\n', b' ', b':', b';', b',', b'1', 0x00, 0xff,

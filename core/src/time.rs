@@ -684,6 +684,10 @@ mod tests {
     /// Every prefix, and every single-byte change, of the accepted samples is parsed without
     /// a panic.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "every mutation of every sample: hours under Miri; fuzzed instead"
+    )]
     fn no_panics() {
         let samples = EXPIRES_ON
             .iter()

@@ -132,6 +132,17 @@ pub struct Client {
     shared: Arc<Shared>,
 }
 
+/// Shows the flavour, the configuration (secrets redacted) and the counters; never a token.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("flavour", &self.shared.flavour)
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 /// What `prefetch` reports as it goes and at the end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {

@@ -1,8 +1,10 @@
 //! Fault torture (issue 9, point 5): 16 threads ask for random keys while the emulator, in its
 //! own process, injects random faults. Checked: every call returns within its deadline; every
 //! token returned is one the emulator issued for that exact key and had at least 60 s left;
-//! one request per key at a time; the budget held; memory is flat once warm; no token text in
-//! any error message. `TORTURE_SECS` sets the duration (default 30).
+//! one request per key at a time; the budget held; memory is flat once warm; no issued token's
+//! signature (nor any JWT header) in any error's Display or Debug, nor in the client's or its
+//! statistics' Debug (the driver writes no log of its own). `TORTURE_SECS` sets the duration
+//! (default 30).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -179,6 +181,8 @@ fn sixteen_threads_under_random_faults() {
                     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
                     let mut buf = vec![0u8; 16 * 1024];
                     let mut seen: HashMap<(usize, usize), HashSet<Vec<u8>>> = HashMap::new();
+                    // Every distinct error text (Display and Debug): searched for tokens below.
+                    let mut messages: HashSet<String> = HashSet::new();
                     let (mut calls, mut ok, mut slowest) = (0u64, 0u64, Duration::ZERO);
                     while !stop.load(Ordering::Relaxed) {
                         rng ^= rng << 13;
@@ -205,12 +209,12 @@ fn sixteen_threads_under_random_faults() {
                                 seen.entry((i, r)).or_default().insert(buf[..len].to_vec());
                             }
                             Err(e) => {
-                                let text = e.to_string();
-                                assert!(!text.contains("eyJ"), "token text in an error: {text}");
+                                messages.insert(e.to_string());
+                                messages.insert(format!("{e:?}"));
                             }
                         }
                     }
-                    (seen, calls, ok, slowest)
+                    (seen, messages, calls, ok, slowest)
                 })
             })
             .collect();
@@ -241,7 +245,12 @@ fn sixteen_threads_under_random_faults() {
             .insert(t["token"].as_str().unwrap().to_string());
     }
     let (mut calls, mut ok, mut slowest, mut distinct) = (0, 0, Duration::ZERO, 0);
-    for (seen, c, o, s) in results {
+    // What the client ever prints: its errors, its Debug and its statistics' Debug.
+    let mut printed: HashSet<String> = HashSet::new();
+    printed.insert(format!("{client:?}"));
+    printed.insert(format!("{:?}", client.stats()));
+    for (seen, messages, c, o, s) in results {
+        printed.extend(messages);
         calls += c;
         ok += o;
         slowest = slowest.max(s);
@@ -257,6 +266,19 @@ fn sixteen_threads_under_random_faults() {
             }
         }
     }
+    // No issued token, nor a fragment of one (its signature, the part unique to it), nor any
+    // JWT header, in anything the client printed.
+    let mut fragments = 0;
+    for token in by_key.values().flatten() {
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        for text in &printed {
+            assert!(
+                !text.contains(signature) && !text.contains("eyJ"),
+                "token text in client output: {text}"
+            );
+        }
+        fragments += 1;
+    }
     let stats = control(&url, "GET", "/control/stats", "");
     let per_key_max = stats["keys"]
         .as_array()
@@ -268,8 +290,9 @@ fn sixteen_threads_under_random_faults() {
     println!(
         "torture {secs} s: {calls} calls, {ok} with a token ({distinct} distinct tokens checked), slowest call {slowest:?}; \
          emulator: {} requests, {} faults injected, max {} arrivals in a window, max {} in flight, per-key max {per_key_max}; \
-         RSS warm {rss_warm} KiB, end {rss_end} KiB",
-        stats["requests"], stats["faults_injected"], stats["max_window_arrivals"], stats["max_concurrency"]
+         RSS warm {rss_warm} KiB, end {rss_end} KiB; {} distinct error and Debug texts searched for {fragments} issued tokens",
+        stats["requests"], stats["faults_injected"], stats["max_window_arrivals"], stats["max_concurrency"],
+        printed.len()
     );
     assert!(ok > 0 && calls > ok / 2);
     assert!(

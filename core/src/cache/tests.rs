@@ -228,6 +228,10 @@ fn refresh_in_is_honoured() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "1000 fetches: too slow under Miri; a spread needs the keys"
+)]
 fn jitter_spreads_1000_keys_fetched_in_one_second() {
     let config = Config {
         rate: 128,
@@ -479,6 +483,10 @@ fn cancel_gives_the_ticket_back() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "1000 lookups over 10 s of fake time: too slow under Miri; the model test checks D9 there"
+)]
 fn budget_never_more_than_20_starts_per_second_nor_5_in_flight() {
     let mut c = cache_with(Config::DEFAULT, 512, 1024);
     let mut starts: Vec<u64> = Vec::new();
@@ -929,6 +937,10 @@ fn next_deadline_and_poll_refresh() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "4096 fetches of 1.9 KB tokens: hours under Miri; the size is the point"
+)]
 fn fills_4096_entries_in_storage_sized_at_run_time() {
     // 4096 identities × 1.9 KB tokens: 8 blocks each.
     let n = 4096;

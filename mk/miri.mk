@@ -1,0 +1,19 @@
+# Miri (issue 9): the core's unit and model tests and the ffi crate's tests that do no I/O
+# (its unit tests and the sans-IO C ABI driven from Rust), under the nightly interpreter.
+# Included by the root Makefile; part of `make test`. Heavy tests shrink under `cfg(miri)` or
+# are ignored there with a reason; the step stays under 8 minutes on 2 cores.
+#
+# The core's test helpers leak their buffers on purpose (`Box::leak`, for `'static` caches);
+# the core itself cannot leak (it neither allocates nor links `alloc`), so its run ignores
+# leaks. The ffi run checks them.
+.PHONY: miri miri-setup
+
+## The nightly toolchain with Miri and the standard library's source; fails if they cannot be had.
+miri-setup:
+	rustup toolchain list | grep '^nightly' >/dev/null || rustup toolchain install nightly --profile minimal
+	rustup component add --toolchain nightly miri rust-src
+	$(CARGO) +nightly miri setup
+
+miri: miri-setup
+	MIRIFLAGS="-Zmiri-ignore-leaks" $(CARGO) +nightly miri test --locked -p imds-cache --lib --test model
+	$(CARGO) +nightly miri test --locked -p imds-cache-ffi --lib --test capi_sansio
