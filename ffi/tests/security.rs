@@ -1,7 +1,8 @@
 //! Security behaviour of the driver (issue 9, point 6) against scripted servers: endless and
 //! huge bodies refused at the bound, a trickle cut at the deadline, Arc's key-file rules
-//! (outside the folder, a symlink out of it, wrong extension, over 4096 bytes), control
-//! characters refused before any byte is sent.
+//! (outside the folder, a symlink out of it, wrong extension, over 4096 bytes), every control
+//! character (C0 and DEL) in resources, scopes, identity selectors, endpoints, secrets and Arc
+//! key-file contents refused before any byte is sent.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -203,34 +204,83 @@ fn arc_key_file_rules() {
     let _ = std::fs::remove_file(&outside);
 }
 
+/// Every control character (C0, DEL) placed in the middle of a valid value.
+fn with_each_control(valid: &str) -> Vec<String> {
+    let mid = valid.len() / 2;
+    (0u8..0x20)
+        .chain([0x7f])
+        .map(|c| format!("{}{}{}", &valid[..mid], c as char, &valid[mid..]))
+        .collect()
+}
+
 #[test]
 fn control_characters_are_refused_before_anything_is_sent() {
     let (url, connections) = serve(|_, _| {});
-    for bad in [
-        "https://x\r\nX-Forwarded-For: 1.2.3.4",
-        "https://x\0",
-        "https://x\n",
-    ] {
-        assert!(Resource::new(bad).is_err(), "{bad:?}");
+    // Resources, scopes and every identity selector: refused by the constructors.
+    for bad in with_each_control(ARM)
+        .into_iter()
+        .chain(["https://x\r\nX-Forwarded-For: 1.2.3.4".to_string()])
+    {
+        assert!(Resource::new(&bad).is_err(), "{bad:?}");
+        assert!(Resource::from_scopes(&[&bad]).is_err(), "{bad:?}");
     }
-    for bad in ["00000000-0000-4000-8000-00000000000\n", "\r\n", "x"] {
-        assert!(Identity::client_id(bad).is_err(), "{bad:?}");
+    let guid = "00000000-0000-4000-8000-000000000000";
+    let rid = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u";
+    for bad in with_each_control(guid) {
+        assert!(Identity::client_id(&bad).is_err(), "{bad:?}");
+        assert!(Identity::object_id(&bad).is_err(), "{bad:?}");
     }
-    // A secret with CR/LF in the environment never becomes a header.
-    let c = Client::with_config(ClientConfig {
-        source: SourceSpec::Explicit(OwnedEndpoint {
-            flavour: Flavour::AppService2019,
-            url: format!("{url}/msi/token"),
-            secret: Some("s\r\nX-Evil: 1".into()),
-            default_client_id: None,
-        }),
-        refresher: false,
-        ..ClientConfig::default()
-    })
-    .unwrap();
-    assert!(c
-        .get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap())
-        .is_err());
+    for bad in with_each_control(rid) {
+        assert!(Identity::resource_id(&bad).is_err(), "{bad:?}");
+    }
+    // Endpoints and secrets from the configuration or the environment: the client is made
+    // (the environment is read when a request is built, D11), every call fails, nothing is sent.
+    let mut configs = Vec::new();
+    for flavour in [Flavour::Imds, Flavour::AppService2019, Flavour::Msi2017] {
+        for bad_url in with_each_control(&format!("{url}/msi/token")) {
+            configs.push((flavour, bad_url, Some("secret".to_string())));
+        }
+    }
+    for flavour in [Flavour::AppService2019, Flavour::Msi2017] {
+        for bad_secret in with_each_control("a-secret-value") {
+            configs.push((flavour, format!("{url}/msi/token"), Some(bad_secret)));
+        }
+    }
+    for (flavour, url, secret) in configs {
+        let made = Client::with_config(ClientConfig {
+            source: SourceSpec::Explicit(OwnedEndpoint {
+                flavour,
+                url: url.clone(),
+                secret: secret.clone(),
+                default_client_id: None,
+            }),
+            refresher: false,
+            deadline: Duration::from_millis(200),
+            ..ClientConfig::default()
+        });
+        if let Ok(c) = made {
+            let r = c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap());
+            assert!(r.is_err(), "{flavour:?} {url:?} {secret:?}");
+        }
+    }
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+
+    // Arc: a key file whose contents hold a control character is never sent.
+    let dir = std::env::temp_dir().join(format!("imds-cache-arc-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap().to_string();
+    for (i, contents) in with_each_control("0123456789abcdef").iter().enumerate() {
+        let path = dir.join(format!("k{i}.key"));
+        std::fs::write(&path, contents).unwrap();
+        let (url, keys_sent) = arc_server(path.to_str().unwrap().to_string());
+        let c = client(Flavour::Arc, url, |c| {
+            c.cache = Config::DEFAULT;
+            c.cache.arc_key_dir.push_str(&d).unwrap();
+        });
+        let r = c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap());
+        assert!(r.is_err(), "{contents:?}");
+        assert_eq!(keys_sent.load(Ordering::SeqCst), 0, "{contents:?} sent");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
