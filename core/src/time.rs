@@ -664,7 +664,9 @@ mod tests {
     #[test]
     fn days_from_civil_counts_days() {
         let mut n = 0i64;
-        for year in 1970..2200u32 {
+        // 230 years; 30 under Miri (each day costs ~0.5 ms there).
+        let end = if cfg!(miri) { 2000 } else { 2200u32 };
+        for year in 1970..end {
             for month in 1..=12 {
                 for day in 1..=days_in_month(year, month) {
                     assert_eq!(
