@@ -257,20 +257,31 @@ impl Rng {
 struct Flight {
     ticket: u64,
     lease_until: u64,
-    /// The sequence number of its start (see [`Budget::total`]).
-    seq: u64,
+}
+
+/// No ticket owns this start (see [`Start::owner`]).
+const NO_OWNER: u64 = u64::MAX;
+
+/// Room for every start that can be inside one window: `rate` handed out, plus the starts a
+/// restamp moves into the window (at most one per request in flight).
+const STARTS: usize = (MAX_RATE + MAX_IN_FLIGHT) as usize;
+
+/// A request start: when, and the ticket whose request it is while that can still move it.
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    at: u64,
+    owner: u64,
 }
 
 /// The request budget of one endpoint (D9): request starts in a sliding window and requests in
 /// flight.
 #[derive(Clone, Debug)]
 pub(crate) struct Budget {
-    /// Ring of the last starts' times: start number `n` is at `starts[n % MAX_RATE]` until
-    /// start `n + MAX_RATE` takes its place. A restamp may move a start later, so the ring is
-    /// not sorted by time.
-    starts: [u64; MAX_RATE as usize],
-    /// How many starts were ever recorded.
-    total: u64,
+    /// The last starts, in no order (a restamp moves one later than those after it): a new
+    /// start takes the place of the earliest, so none inside the window is ever dropped.
+    starts: [Start; STARTS],
+    /// How many of `starts` are in use.
+    len: usize,
     flights: [Flight; MAX_IN_FLIGHT as usize],
     /// A token has been received from this endpoint (so refusals are no longer "unavailable").
     pub(crate) ever_ok: bool,
@@ -278,26 +289,30 @@ pub(crate) struct Budget {
 
 impl Budget {
     pub(crate) const EMPTY: Budget = Budget {
-        starts: [0; MAX_RATE as usize],
-        total: 0,
+        starts: [Start {
+            at: 0,
+            owner: NO_OWNER,
+        }; STARTS],
+        len: 0,
         flights: [Flight {
             ticket: 0,
             lease_until: 0,
-            seq: 0,
         }; MAX_IN_FLIGHT as usize],
         ever_ok: false,
     };
 
     /// `Err(retry_at)` when one more start now would exceed the rate: `rate` starts are still
-    /// inside the window (widened by the margin), counted by their times, not their order.
+    /// inside the window (widened by the margin), counted by their times.
     pub(crate) fn check_rate(&self, config: &Config, now: u64) -> Result<(), u64> {
         let rate = config.rate.min(MAX_RATE) as usize;
         let span = config.rate_window_ms.saturating_add(config.rate_margin_ms);
-        let recorded = &self.starts[..self.total.min(u64::from(MAX_RATE)) as usize];
-        let mut live = [0u64; MAX_RATE as usize];
+        let mut live = [0u64; STARTS];
         let mut n = 0;
-        for &at in recorded.iter().filter(|&&at| at.saturating_add(span) > now) {
-            live[n] = at;
+        for s in self.starts[..self.len]
+            .iter()
+            .filter(|s| s.at.saturating_add(span) > now)
+        {
+            live[n] = s.at;
             n += 1;
         }
         if n < rate {
@@ -330,45 +345,69 @@ impl Budget {
         self.check_rate(config, now)
     }
 
-    /// Records a request start.
+    /// Records a request start that no ticket will move.
     pub(crate) fn record_start(&mut self, now: u64) {
-        self.starts[(self.total % u64::from(MAX_RATE)) as usize] = now;
-        self.total += 1;
+        self.record(now, NO_OWNER);
+    }
+
+    /// Records a start in a free place, or in the earliest start's.
+    fn record(&mut self, now: u64, owner: u64) {
+        let i = if self.len < STARTS {
+            self.len += 1;
+            self.len - 1
+        } else {
+            let mut earliest = 0;
+            for (i, s) in self.starts.iter().enumerate() {
+                if s.at < self.starts[earliest].at {
+                    earliest = i;
+                }
+            }
+            earliest
+        };
+        self.starts[i] = Start { at: now, owner };
     }
 
     /// Records a new request in flight (after [`check`](Self::check) said yes).
     pub(crate) fn begin(&mut self, ticket: u64, now: u64, lease_until: u64) {
-        let seq = self.total;
-        self.record_start(now);
+        self.record(now, ticket);
         if let Some(f) = self.flights.iter_mut().find(|f| f.lease_until <= now) {
             *f = Flight {
                 ticket,
                 lease_until,
-                seq,
             };
         }
     }
 
     /// The request of `ticket` is being written now: its start moves to `now`, closer to the
     /// moment it reaches the endpoint (a driver may wait for a lock or a thread in between).
-    /// A start that has left the ring is older than every start the check looks at: left alone.
+    /// A start that newer ones have replaced is recorded anew.
     pub(crate) fn restamp(&mut self, ticket: u64, now: u64) {
-        if let Some(f) = self
+        if !self
             .flights
             .iter()
-            .find(|f| f.ticket == ticket && f.lease_until > now)
+            .any(|f| f.ticket == ticket && f.lease_until > now)
         {
-            if self.total - f.seq <= u64::from(MAX_RATE) {
-                let at = &mut self.starts[(f.seq % u64::from(MAX_RATE)) as usize];
-                *at = (*at).max(now);
-            }
+            return;
+        }
+        match self.starts[..self.len]
+            .iter_mut()
+            .find(|s| s.owner == ticket)
+        {
+            Some(s) => s.at = s.at.max(now),
+            None => self.record(now, ticket),
         }
     }
 
-    /// The request of `ticket` is over.
+    /// The request of `ticket` is over (its start still counts).
     pub(crate) fn end(&mut self, ticket: u64) {
         for f in self.flights.iter_mut().filter(|f| f.ticket == ticket) {
             f.lease_until = 0;
+        }
+        for s in self.starts[..self.len]
+            .iter_mut()
+            .filter(|s| s.owner == ticket)
+        {
+            s.owner = NO_OWNER;
         }
     }
 
@@ -493,20 +532,32 @@ mod tests {
     }
 
     #[test]
-    fn restamp_leaves_a_start_that_left_the_ring() {
-        let c = Config::DEFAULT;
+    fn a_restamped_start_outlives_older_starts() {
+        let c = Config {
+            rate: MAX_RATE,
+            ..Config::DEFAULT
+        };
         let mut b = Budget::EMPTY;
         b.begin(1, 0, 100_000);
-        for t in 1..=MAX_RATE as u64 {
-            b.record_start(t);
+        for _ in 0..STARTS {
+            b.record_start(10);
         }
-        for _ in 0..19 {
+        // Ticket 1's start was the earliest and has been replaced: its request starts now, so
+        // it is recorded anew.
+        b.restamp(1, 5_000);
+        assert_eq!(b.starts.iter().filter(|s| s.at == 5_000).count(), 1);
+        // A restamped start is never replaced while earlier ones remain (the ring once dropped
+        // it by age of hand-out and let a 21st start into the window).
+        for _ in 0..MAX_RATE - 1 {
             b.record_start(5_000);
         }
-        // Ticket 1's start was overwritten 148 starts ago: restamping it must not move a newer
-        // start (which would make 20 starts in the window).
-        b.restamp(1, 5_000);
-        assert_eq!(b.check_rate(&c, 5_000), Ok(()));
+        b.restamp(1, 5_010);
+        assert_eq!(b.check_rate(&c, 5_010), Err(5_000 + 1_050));
+        assert_eq!(b.starts.iter().filter(|s| s.at >= 5_000).count(), 128);
+        // Once over, the request's start stays counted but no longer moves.
+        b.end(1);
+        b.restamp(1, 6_000);
+        assert!(b.starts.iter().all(|s| s.at != 6_000));
     }
 
     #[test]
