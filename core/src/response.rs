@@ -5,14 +5,21 @@
 //! serde-json-core cannot deserialize "any", so a body is read in up to two passes: the first
 //! learns which time fields are strings (kept as borrowed text) and which are numbers, the
 //! second (only when a number was seen) reads those numbers with the right call.
+//!
+//! The strict check in [`crate::json`] walks the body anyway and reports the top-level
+//! members; when they are of the usual shapes the fields are taken from that walk and
+//! serde-json-core is not run at all (a fast path that gives the same answers, tested
+//! against the two-pass parse).
 
 use core::fmt;
+use core::ops::ControlFlow;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json_core::str::{EscapedStr, EscapedStringFragment};
 
 use crate::http::{self, RetryAfter};
 use crate::identity::{Flavour, Identity, IdentityKind};
+use crate::json::Value;
 use crate::time::{self, TimeError};
 
 /// Deepest nesting accepted in a body (unknown fields may hold arrays and objects).
@@ -83,6 +90,8 @@ impl core::error::Error for BodyError {}
 pub struct TokenBody<'a> {
     token: EscapedStr<'a>,
     token_len: usize,
+    /// The token holds no escape: its raw text is the token.
+    plain: bool,
     /// Absolute expiry, epoch seconds.
     pub expires_on: u64,
     /// Seconds after the request at which the server suggests a refresh.
@@ -110,6 +119,10 @@ impl<'a> TokenBody<'a> {
     /// [`token_len`](Self::token_len).
     pub fn write_token(&self, out: &mut [u8]) -> Option<usize> {
         let out = out.get_mut(..self.token_len)?;
+        if self.plain {
+            out.copy_from_slice(self.token.0.as_bytes());
+            return Some(self.token_len);
+        }
         let mut at = 0;
         for_each_unescaped(self.token, |piece| {
             out[at..at + piece.len()].copy_from_slice(piece);
@@ -120,7 +133,10 @@ impl<'a> TokenBody<'a> {
     }
 
     /// Calls `f` with the unescaped token, piece by piece.
-    pub(crate) fn pieces(&self, f: impl FnMut(&[u8])) {
+    pub(crate) fn pieces(&self, mut f: impl FnMut(&[u8])) {
+        if self.plain {
+            return f(self.token.0.as_bytes());
+        }
         // The token was checked to unescape cleanly when it was parsed.
         let _ = for_each_unescaped(self.token, f);
     }
@@ -139,18 +155,30 @@ impl<'a> TokenBody<'a> {
 /// serde-json-core decodes each `\uXXXX` on its own and so refuses the two halves of a
 /// surrogate pair (`\ud83d\ude00`); a pair is joined here, a lone half stays an error.
 fn for_each_unescaped(s: EscapedStr<'_>, mut f: impl FnMut(&[u8])) -> Result<(), ()> {
+    unescaped_text(s, |text| {
+        f(text.as_bytes());
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`for_each_unescaped`] with the pieces as text, stopping early (with `Ok`) when `f`
+/// breaks.
+fn unescaped_text(s: EscapedStr<'_>, mut f: impl FnMut(&str) -> ControlFlow<()>) -> Result<(), ()> {
     let mut fragments = s.fragments();
     loop {
         let rest = fragments.as_str().0;
-        match fragments.next() {
+        let flow = match fragments.next() {
             None => return Ok(()),
-            Some(Ok(EscapedStringFragment::NotEscaped(text))) => f(text.as_bytes()),
-            Some(Ok(EscapedStringFragment::Escaped(c))) => f(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            Some(Ok(EscapedStringFragment::NotEscaped(text))) => f(text),
+            Some(Ok(EscapedStringFragment::Escaped(c))) => f(c.encode_utf8(&mut [0; 4])),
             Some(Err(_)) => {
                 let (c, tail) = surrogate_pair(rest).ok_or(())?;
-                f(c.encode_utf8(&mut [0; 4]).as_bytes());
                 fragments = EscapedStr(tail).fragments();
+                f(c.encode_utf8(&mut [0; 4]))
             }
+        };
+        if flow.is_break() {
+            return Ok(());
         }
     }
 }
@@ -184,21 +212,33 @@ fn escaped_eq_ignore_case(s: EscapedStr<'_>, want: &str) -> bool {
 /// Parses a token body. `request_time` (epoch seconds) anchors `expires_in` (D10: `expires_on`
 /// wins when both are present).
 pub fn parse_token_body(body: &[u8], request_time: u64) -> Result<TokenBody<'_>, BodyError> {
-    crate::json::check(body, MAX_DEPTH).map_err(|_| BodyError::NotJson)?;
-    let first = read_fields(body, [Kind::Unknown; 3])?;
-    let fields = if first.times.iter().any(|t| matches!(t, Time::NumberPending)) {
-        read_fields(body, first.times.map(|t| t.kind()))?
-    } else {
-        first
+    let mut fast = FastFields::default();
+    let object = crate::json::check_members(body, MAX_DEPTH, |key, value| fast.member(key, value))
+        .map_err(|_| BodyError::NotJson)?;
+    let fields = match fast.fields {
+        Some(fields) if object => fields,
+        _ => read_fields_slow(body)?,
     };
+    token_body(fields, request_time)
+}
+
+/// Checks the fields of a token body and reads its times.
+fn token_body(fields: Fields<'_>, request_time: u64) -> Result<TokenBody<'_>, BodyError> {
     let token = fields.access_token.ok_or(BodyError::MissingToken)?;
+    let plain = fields.token_shape == TokenShape::Plain;
     let mut token_len = 0;
     let mut control = false;
-    for_each_unescaped(token, |piece| {
-        token_len += piece.len();
-        control |= piece.iter().any(|b| b.is_ascii_control());
-    })
-    .map_err(|_| BodyError::BadToken)?;
+    if plain || fields.token_shape == TokenShape::PlainWithDel {
+        // No escape: the raw text is the token, and DEL its only possible control byte.
+        token_len = token.0.len();
+        control = !plain;
+    } else {
+        for_each_unescaped(token, |piece| {
+            token_len += piece.len();
+            control |= piece.iter().any(|b| b.is_ascii_control());
+        })
+        .map_err(|_| BodyError::BadToken)?;
+    }
     if token_len == 0 {
         return Err(BodyError::EmptyToken);
     }
@@ -233,6 +273,7 @@ pub fn parse_token_body(body: &[u8], request_time: u64) -> Result<TokenBody<'_>,
     Ok(TokenBody {
         token,
         token_len,
+        plain,
         expires_on,
         refresh_in,
         client_id: fields.client_id,
@@ -275,9 +316,124 @@ enum Kind {
 
 struct Fields<'a> {
     access_token: Option<EscapedStr<'a>>,
+    /// What the check saw of `access_token` (`Unknown` from the serde-json-core path).
+    token_shape: TokenShape,
     token_type: Option<EscapedStr<'a>>,
     client_id: Option<EscapedStr<'a>>,
     times: [Time<'a>; 3],
+}
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        Self {
+            access_token: None,
+            token_shape: TokenShape::Unknown,
+            token_type: None,
+            client_id: None,
+            times: [Time::Absent; 3],
+        }
+    }
+}
+
+/// What is known of the raw `access_token` text.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TokenShape {
+    /// Not known: unescape to measure and check.
+    Unknown,
+    /// No escape and no DEL.
+    Plain,
+    /// No escape, a DEL somewhere.
+    PlainWithDel,
+}
+
+/// The fields taken from the check's walk; `fields` is `None` once a member is of a shape
+/// only the two-pass parse answers exactly (a duplicate, a non-string where a string is
+/// wanted, a time that is not a string or a plain `u64`).
+struct FastFields<'a> {
+    fields: Option<Fields<'a>>,
+}
+
+impl Default for FastFields<'_> {
+    fn default() -> Self {
+        Self {
+            fields: Some(Fields::default()),
+        }
+    }
+}
+
+impl<'a> FastFields<'a> {
+    fn member(&mut self, key: &[u8], value: Value<'a>) {
+        let Some(fields) = self.fields.as_mut() else {
+            return;
+        };
+        if !fields.take(key, value) {
+            self.fields = None;
+        }
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// Takes one top-level member as the two-pass parse would; false when unsure.
+    fn take(&mut self, key: &[u8], value: Value<'a>) -> bool {
+        let slot = match key {
+            b"access_token" => &mut self.access_token,
+            b"token_type" => &mut self.token_type,
+            b"client_id" => &mut self.client_id,
+            b"expires_on" => return self.take_time(0, value),
+            b"expires_in" => return self.take_time(1, value),
+            b"refresh_in" => return self.take_time(2, value),
+            _ => return true,
+        };
+        match value {
+            Value::Str { raw, escaped, del } if slot.is_none() => {
+                *slot = Some(EscapedStr(raw));
+                if key == b"access_token" {
+                    self.token_shape = match (escaped, del) {
+                        (true, _) => TokenShape::Unknown,
+                        (false, false) => TokenShape::Plain,
+                        (false, true) => TokenShape::PlainWithDel,
+                    };
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn take_time(&mut self, index: usize, value: Value<'a>) -> bool {
+        if !matches!(self.times[index], Time::Absent) {
+            return false;
+        }
+        self.times[index] = match value {
+            Value::Str { raw, .. } => Time::Text(raw),
+            Value::Number(digits) => match plain_u64(digits) {
+                Some(n) => Time::Number(n),
+                None => return false,
+            },
+            Value::Other => return false,
+        };
+        true
+    }
+}
+
+/// A number made of digits only that fits a `u64` (what `deserialize_u64` reads whole).
+fn plain_u64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// The two passes of serde-json-core, for a body that passed the check.
+fn read_fields_slow(body: &[u8]) -> Result<Fields<'_>, BodyError> {
+    let first = read_fields(body, [Kind::Unknown; 3])?;
+    if first.times.iter().any(|t| matches!(t, Time::NumberPending)) {
+        read_fields(body, first.times.map(|t| t.kind()))
+    } else {
+        Ok(first)
+    }
 }
 
 fn read_fields(body: &[u8], kinds: [Kind; 3]) -> Result<Fields<'_>, BodyError> {
@@ -321,12 +477,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Fields {
-            access_token: None,
-            token_type: None,
-            client_id: None,
-            times: [Time::Absent; 3],
-        };
+        let mut out = Fields::default();
         while let Some(key) = map.next_key::<&'de str>()? {
             let slot = match key {
                 "access_token" => Some(&mut out.access_token),
@@ -408,12 +559,38 @@ pub struct ErrorBody<'a> {
 impl<'a> ErrorBody<'a> {
     /// Reads what it can; an empty or non-JSON body gives an empty `ErrorBody`.
     pub fn parse(body: &'a [u8]) -> Self {
-        if crate::json::check(body, MAX_DEPTH).is_err() {
-            return Self::default();
+        // `Some` while every member seen is of a shape read here as the visitor would.
+        let mut fast = Some(Self::default());
+        let checked = crate::json::check_members(body, MAX_DEPTH, |key, value| {
+            if let Some(out) = fast.as_mut() {
+                if !out.take(key, value) {
+                    fast = None;
+                }
+            }
+        });
+        match (checked, fast) {
+            (Err(_), _) => Self::default(),
+            (Ok(true), Some(fast)) => fast,
+            (Ok(_), _) => serde_json_core::de::from_slice::<ErrorBodyWire<'a>>(body)
+                .map(|(w, _)| w.0)
+                .unwrap_or_default(),
         }
-        serde_json_core::de::from_slice::<ErrorBodyWire<'a>>(body)
-            .map(|(w, _)| w.0)
-            .unwrap_or_default()
+    }
+
+    /// Takes one top-level member as [`ErrorVisitor`] would; false when unsure (a nested
+    /// `error` object, a value that is not a string).
+    fn take(&mut self, key: &[u8], value: Value<'a>) -> bool {
+        let text = match value {
+            Value::Str { raw, .. } => Some(EscapedStr(raw)),
+            _ => None,
+        };
+        match key {
+            b"error" => self.code = self.code.or(text),
+            b"code" => self.code = text,
+            b"error_description" | b"message" => self.message = text,
+            _ => return true,
+        }
+        text.is_some()
     }
 
     /// Copies the code and description, unescaped, into owned bounded strings.
@@ -432,14 +609,20 @@ impl<'a> ErrorBody<'a> {
 /// Copies an unescaped string up to the capacity, on a character boundary; true if cut.
 fn copy_bounded<const N: usize>(s: EscapedStr<'_>, out: &mut heapless::String<N>) -> bool {
     let mut cut = false;
-    let bad = for_each_unescaped(s, |piece| {
-        // Pieces are whole UTF-8 sequences: unescaped text or one encoded char.
-        let text = core::str::from_utf8(piece).unwrap_or("\u{fffd}");
-        for c in text.chars() {
-            if cut || out.push(c).is_err() {
-                cut = true;
-            }
+    // Pieces are whole characters (unescaped text or one escaped char); once one does not
+    // fit, the rest is not read: the answer is "cut" whatever follows.
+    let bad = unescaped_text(s, |text| {
+        if out.push_str(text).is_ok() {
+            return ControlFlow::Continue(());
         }
+        // The longest run of whole characters that fits.
+        let mut end = (N - out.len()).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = out.push_str(&text[..end]);
+        cut = true;
+        ControlFlow::Break(())
     });
     cut || bad.is_err()
 }
@@ -807,6 +990,164 @@ mod tests {
             assert_eq!(parsed.expires_on, *expires_on, "{body}");
             assert_eq!(parsed.refresh_in, *refresh_in, "{body}");
         }
+    }
+
+    /// The parse as it was before the fast path (check, then serde-json-core's two
+    /// passes, then the token unescaped to be measured): the oracle.
+    fn two_pass(body: &[u8], request_time: u64) -> Result<TokenBody<'_>, BodyError> {
+        crate::json::check(body, MAX_DEPTH).map_err(|_| BodyError::NotJson)?;
+        token_body(read_fields_slow(body)?, request_time)
+    }
+
+    fn two_pass_error(body: &[u8]) -> ErrorBody<'_> {
+        if crate::json::check(body, MAX_DEPTH).is_err() {
+            return ErrorBody::default();
+        }
+        serde_json_core::de::from_slice::<ErrorBodyWire<'_>>(body)
+            .map(|(w, _)| w.0)
+            .unwrap_or_default()
+    }
+
+    /// Everything a caller can see of a parsed token body.
+    type Seen = (
+        std::vec::Vec<u8>,
+        std::vec::Vec<u8>,
+        [u64; 2],
+        Option<u64>,
+        bool,
+    );
+
+    fn seen(body: &TokenBody<'_>) -> Seen {
+        let mut written = std::vec![0; body.token_len()];
+        assert_eq!(body.write_token(&mut written), Some(body.token_len()));
+        let mut pieces = std::vec::Vec::new();
+        body.pieces(|p| pieces.extend_from_slice(p));
+        let id = Identity::client_id("fe83865b-495e-4ec7-9574-12b264882c9f").unwrap();
+        let sizes = [body.token_len() as u64, body.expires_on];
+        (
+            written,
+            pieces,
+            sizes,
+            body.refresh_in,
+            body.client_id_matches(&id),
+        )
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the fuzz corpora")]
+    fn fast_path_answers_as_the_two_pass_parse() {
+        let mut bodies = crate::json::tests::bodies();
+        let token = "eyJ0eXAi.abc-_DEF.sig";
+        let client = "fe83865b-495e-4ec7-9574-12b264882c9f";
+        for shape in [
+            std::format!(
+                r#"{{"access_token":"{token}","client_id":"{client}","expires_in":"86399","expires_on":"1700086399","token_type":"Bearer"}}"#
+            ),
+            std::format!(
+                r#"{{"access_token":"{token}","expires_on":1700086399,"expires_in":86399,"refresh_in":43200,"client_id":"{client}"}}"#
+            ),
+            std::format!(
+                r#"{{"access_token":"{token}\u0041","expires_on":"1700086399","token_type":"bearer","client_id":"FE83865B-495E-4EC7-9574-12B264882C9F"}}"#
+            ),
+            std::format!(r#"{{"access_token":"{token}","expires_in":"1"}}"#),
+            std::format!(r#"{{"access_token":"{token}","expires_on":18446744073709551616}}"#),
+            std::format!(r#"{{"access_token":"{token}","expires_on":-1,"expires_in":1.5e1}}"#),
+            std::format!(r#"{{"access_token":"{token}","expires_in":1,"refresh_in":null}}"#),
+            std::format!(r#"{{"access_token":"{token}","expires_in":1,"refresh_in":[1]}}"#),
+            String::from(r#"{"access_token":7,"expires_in":1}"#),
+            String::from(r#"{"access\u005ftoken":"t","access_token":"u","expires_in":"1"}"#),
+            String::from(r#"{"error":{"code":"c","message":"m"},"message":"n","error":"e"}"#),
+            String::from(r#"{"error":"e","code":"c","error_description":"d","message":7}"#),
+            String::from(r#"{"code":"c","error":"e","error":[1]}"#),
+            String::from(r#""just a string""#),
+        ] {
+            bodies.push(shape.into_bytes());
+        }
+        // Objects of the fields both parses look at, with values of every shape.
+        let keys = [
+            "access_token",
+            "token_type",
+            "client_id",
+            "expires_on",
+            "expires_in",
+            "refresh_in",
+            "resource",
+            "access\\u005ftoken",
+            "error",
+            "code",
+            "message",
+            "error_description",
+        ];
+        let values = [
+            "\"eyJ0.eXAi_-.sig\"",
+            "\"a\\/b\\u0041\\ud83d\\ude00\\\"c\"",
+            "\"\"",
+            "\"Bearer\"",
+            "\"pop\"",
+            "\"1700000000\"",
+            "\"3600\"",
+            "1700000000",
+            "3600",
+            "0",
+            "-1",
+            "1.5",
+            "1e3",
+            "18446744073709551615",
+            "18446744073709551616",
+            "null",
+            "true",
+            "[1]",
+            "{\"code\":\"c\"}",
+            "\"a\x7f\"",
+            "\"\\ud83d\"",
+            "\"a\\nb\"",
+            "\"2023-11-14T22:13:20Z\"",
+            "\"fe83865b-495e-4ec7-9574-12b264882c9f\"",
+            "\"FE83865B-495E-4EC7-9574-12B264882C9F\"",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut body = String::from("{");
+            let mut members = std::vec![("access_token", values[next(2)])];
+            members.push((["expires_on", "expires_in"][next(2)], values[5 + next(4)]));
+            for _ in 0..next(6) {
+                members.push((keys[next(keys.len())], values[next(values.len())]));
+            }
+            let n = members.len();
+            members.swap(0, next(n));
+            for (i, (k, v)) in members.iter().enumerate() {
+                let sep = if i == 0 { "" } else { [",", " , "][next(2)] };
+                body.push_str(&std::format!("{sep}\"{k}\":{v}"));
+            }
+            body.push('}');
+            bodies.push(body.into_bytes());
+        }
+        let mut tokens = 0;
+        for body in &bodies {
+            let fast = parse_token_body(body, NOW);
+            let slow = two_pass(body, NOW);
+            match (&fast, &slow) {
+                (Ok(f), Ok(s)) => {
+                    tokens += 1;
+                    assert_eq!(seen(f), seen(s), "{body:?}");
+                }
+                _ => assert_eq!(fast.map(|_| ()), slow.map(|_| ()), "{body:?}"),
+            }
+            let (fast, slow) = (ErrorBody::parse(body), two_pass_error(body));
+            assert_eq!(
+                (fast.code, fast.message),
+                (slow.code, slow.message),
+                "{body:?}"
+            );
+            assert_eq!(fast.detail(), slow.detail(), "{body:?}");
+        }
+        assert!(tokens > 3000, "only {tokens} token bodies parsed");
     }
 
     #[test]
