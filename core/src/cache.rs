@@ -18,7 +18,6 @@
 //! backoff.
 
 use core::fmt;
-use core::hash::Hasher;
 
 use crate::http::{self, HttpError, Parsed};
 use crate::identity::{Flavour, Identity, IdentityKind, Resource};
@@ -29,7 +28,7 @@ use crate::response::{
 };
 use crate::storage::{
     read_chain, Alloc, ArrayStorage, BufferStorage, Cursor, Slot, Storage, StorageError, ANSWERED,
-    CHALLENGED, HAS_TOKEN, NIL, OCCUPIED, REFERENCED,
+    CHALLENGED, HAS_TOKEN, NIL, OCCUPIED, REFERENCED, RUN,
 };
 
 /// Bytes of a key's header in the arena: flavour, kind, selector length (u16 LE).
@@ -51,26 +50,82 @@ pub struct Key<'a> {
 }
 
 impl Key<'_> {
-    /// The key's hash, a word at a time. Selectors compare ignoring ASCII case (D3), so they
-    /// are hashed with bit 5 set in every byte: equal-ignoring-case selectors hash alike
-    /// (a few other bytes fold together too, which only costs a full comparison).
+    /// The key's hash. Selectors compare ignoring ASCII case (D3), so they are hashed with
+    /// bit 5 set in every byte: equal-ignoring-case selectors hash alike (a few other bytes
+    /// fold together too, which only costs a full comparison). The bytes are read a word at a
+    /// time straight from the key (no folded copy); selector and resource are hashed
+    /// independently, then combined.
+    #[inline]
     fn hash(&self) -> u32 {
-        let mut h = rustc_hash::FxHasher::default();
-        h.write_u16(u16::from(self.flavour as u8) << 8 | u16::from(self.identity.kind() as u8));
-        let mut folded = [0u8; crate::MAX_RESOURCE_ID_LEN];
         let sel = self.identity.value().as_bytes();
-        for (f, b) in folded.iter_mut().zip(sel) {
-            *f = b | 0x20;
-        }
-        h.write(&folded[..sel.len()]);
-        h.write(self.resource.as_str().as_bytes());
-        let h = h.finish();
-        policy::mix((h ^ (h >> 32)) as u32)
+        let resource = self.resource.as_str().as_bytes();
+        let head = u64::from(self.flavour as u8)
+            | u64::from(self.identity.kind() as u8) << 8
+            | (sel.len() as u64) << 16
+            | (resource.len() as u64) << 32;
+        let h_sel = absorb(head ^ HASH_SEED, sel, 0x2020_2020_2020_2020);
+        let h_res = absorb(HASH_SEED.rotate_left(32), resource, 0);
+        let h = folded_multiply(h_sel ^ HASH_K, h_res ^ HASH_SEED);
+        (h ^ (h >> 32)) as u32
     }
 
     fn encoded_len(&self) -> usize {
         KEY_HEADER + self.identity.value().len() + self.resource.as_str().len()
     }
+}
+
+/// Constants of the key hash (digits of pi, as in rustc-hash and foldhash).
+const HASH_SEED: u64 = 0x243f_6a88_85a3_08d3;
+const HASH_K: u64 = 0x1319_8a2e_0370_7344;
+const HASH_K2: u64 = 0xa409_3822_299f_31d0;
+
+/// The 128-bit product of `a` and `b`, its halves xor-ed.
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// The little-endian word of 8 bytes at `at` (the caller checked `at + 8 <= bytes.len()`).
+#[inline]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// Mixes `bytes` into `h` 16 at a time, every word OR-ed with `fold`. A tail of under 16
+/// bytes is read as the last 16 (overlapping), or as two overlapping 8- or 4-byte words, so
+/// every read is a whole word of the input (the length is mixed in by the caller).
+#[inline]
+fn absorb(mut h: u64, bytes: &[u8], fold: u64) -> u64 {
+    let len = bytes.len();
+    let (a, b) = if len >= 16 {
+        let mut at = 0;
+        while at + 16 < len {
+            h = folded_multiply(
+                (word(bytes, at) | fold) ^ h,
+                (word(bytes, at + 8) | fold) ^ HASH_K,
+            );
+            at += 16;
+        }
+        (word(bytes, len - 16), word(bytes, len - 8))
+    } else if len >= 8 {
+        (word(bytes, 0), word(bytes, len - 8))
+    } else if len >= 4 {
+        let w = |at: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&bytes[at..at + 4]);
+            u64::from(u32::from_le_bytes(w))
+        };
+        (w(0), w(len - 4))
+    } else if len > 0 {
+        let (x, y, z) = (bytes[0], bytes[len / 2], bytes[len - 1]);
+        (u64::from(x) | u64::from(y) << 8, u64::from(z))
+    } else {
+        (0, 0)
+    };
+    folded_multiply((a | fold) ^ h, (b | fold) ^ HASH_K2)
 }
 
 /// A claim to fetch one key's token: (slot, generation), with a lease (D5).
@@ -494,27 +549,34 @@ impl<S: Storage> TokenCache<S> {
             let s = self.insert(key, hash, now)?;
             return Ok(Lookup::Fetch(self.issue(s, now)));
         };
-        self.lapse(s, now);
-        let slot = self.slot(s);
+        let mut slot = self.slot(s);
+        if slot.lease_until != 0 && slot.lease_until <= now {
+            self.lapse(s, now);
+            slot = self.slot(s);
+        }
         if self.usable(&slot, now) {
             let len = slot.token_len as usize;
             let Some(out) = out.get_mut(..len) else {
                 return Ok(Lookup::BufferTooSmall { needed: len });
             };
             let (arena, links) = self.storage.arena();
-            let mut at = 0;
-            read_chain(
-                arena,
-                links,
-                slot.head,
-                slot.key_len as usize,
-                len,
-                |piece| {
-                    out[at..at + piece.len()].copy_from_slice(piece);
-                    at += piece.len();
-                },
-            );
-            self.slot_mut(s).flags |= REFERENCED;
+            let size = self.block_size;
+            let start = slot.head as usize * size + slot.key_len as usize;
+            match arena.get(start..start + len) {
+                // Laid out front to back: one copy, no links read.
+                Some(token) if slot.flags & RUN != 0 => out.copy_from_slice(token),
+                _ => {
+                    let mut at = 0;
+                    let offset = slot.key_len as usize;
+                    read_chain(arena, links, size, slot.head, offset, len, |piece| {
+                        out[at..at + piece.len()].copy_from_slice(piece);
+                        at += piece.len();
+                    });
+                }
+            }
+            if slot.flags & REFERENCED == 0 {
+                self.slot_mut(s).flags |= REFERENCED;
+            }
             self.stats.hits += 1;
             let refresh =
                 if now >= slot.refresh_on && !slot.live_ticket(now) && now >= slot.retry_at {
@@ -990,9 +1052,9 @@ impl<S: Storage> TokenCache<S> {
     fn find(&mut self, key: &Key<'_>, hash: u32) -> Option<u32> {
         let parts = self.storage.parts();
         let (slots, index) = (&*parts.slots, &*parts.index);
-        let (arena, links) = (&*parts.arena, &*parts.links);
+        let (arena, links, size) = (&*parts.arena, &*parts.links, self.block_size);
         crate::storage::find(slots, index, hash, |slot| {
-            key_matches(arena, links, slot, key)
+            key_matches(arena, links, size, slot, key)
         })
     }
 
@@ -1077,7 +1139,7 @@ impl<S: Storage> TokenCache<S> {
         let buf = buf.get_mut(..len)?;
         let (arena, links) = self.storage.arena();
         let mut at = 0;
-        read_chain(arena, links, slot.head, 0, len, |piece| {
+        read_chain(arena, links, self.block_size, slot.head, 0, len, |piece| {
             buf[at..at + piece.len()].copy_from_slice(piece);
             at += piece.len();
         });
@@ -1164,12 +1226,17 @@ impl<S: Storage> TokenCache<S> {
             body.refresh_in,
             keys,
         );
+        let run = if crate::storage::chain_is_run(parts.links, head) {
+            RUN
+        } else {
+            0
+        };
         let e = &mut parts.slots[s as usize];
         e.head = head;
         e.token_len = len as u32;
         e.expires_on = expires_on;
         e.refresh_on = refresh_on;
-        e.flags |= HAS_TOKEN;
+        e.flags = (e.flags & !RUN) | HAS_TOKEN | run;
         e.attempts = 0;
         e.failure = 0;
         e.failure_status = 0;
@@ -1294,14 +1361,14 @@ fn failure_of(slot: &Slot) -> Option<Failure> {
 
 /// Whether the entry's key bytes are `key` (D3: selector compared ignoring ASCII case,
 /// resource byte for byte). Keys of up to one block (nearly all) compare as three slices.
-fn key_matches(arena: &[u8], links: &[u32], slot: &Slot, key: &Key<'_>) -> bool {
+#[inline]
+fn key_matches(arena: &[u8], links: &[u32], block: usize, slot: &Slot, key: &Key<'_>) -> bool {
     let len = slot.key_len as usize;
     if len != key.encoded_len() || slot.flavour != key.flavour as u8 {
         return false;
     }
     let sel = key.identity.value().as_bytes();
     let resource = key.resource.as_str().as_bytes();
-    let block = arena.len() / links.len().max(1);
     let same = |stored: &[u8]| {
         let (header, rest) = stored.split_at(KEY_HEADER);
         let (stored_sel, stored_resource) = rest.split_at(sel.len());
@@ -1315,7 +1382,7 @@ fn key_matches(arena: &[u8], links: &[u32], slot: &Slot, key: &Key<'_>) -> bool 
     }
     let mut buf = [0u8; MAX_KEY_LEN];
     let mut at = 0;
-    read_chain(arena, links, slot.head, 0, len, |piece| {
+    read_chain(arena, links, block, slot.head, 0, len, |piece| {
         buf[at..at + piece.len()].copy_from_slice(piece);
         at += piece.len();
     });

@@ -1,7 +1,7 @@
 //! Where the cache keeps its entries (D4): a slot table, an open-addressing index over it, and
 //! one byte arena in fixed blocks chained per entry.
 //!
-//! Memory, per entry: a [`Slot`] is 72 bytes and the index holds two `u32` per slot (8 bytes),
+//! Memory, per entry: a [`Slot`] is 72 bytes (`repr(C)`, no padding) and the index holds two `u32` per slot (8 bytes),
 //! so 80 bytes of overhead per slot. Key and token bytes live in the arena in blocks of
 //! [`BLOCK_SIZE`] bytes, each with a 4-byte link; an entry wastes less than one block at its
 //! end. For a 1.9 KB token and a ~100-byte key that is 8 blocks (2048 bytes) for ~2000 bytes of
@@ -21,37 +21,45 @@ pub(crate) const REFERENCED: u8 = 2;
 pub(crate) const HAS_TOKEN: u8 = 4;
 pub(crate) const CHALLENGED: u8 = 8;
 pub(crate) const ANSWERED: u8 = 16;
+/// The chain is laid out front to back in the arena (see [`chain_is_run`]): a hit copies the
+/// token with one slice copy, without reading links.
+pub(crate) const RUN: u8 = 32;
 
 /// One cache entry's bookkeeping. Holds no key or token bytes (those are in the arena), so its
-/// `Debug` shows nothing secret.
+/// `Debug` shows nothing secret. Laid out (`repr(C)`) with what a hit reads first, in 48
+/// bytes, and the fetch bookkeeping after.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub struct Slot {
-    pub(crate) hash: u32,
-    pub(crate) generation: u32,
-    /// First arena block of the entry's chain (key bytes, then token bytes), or the next free
-    /// slot while the slot is on the free list.
-    pub(crate) head: u32,
-    pub(crate) token_len: u32,
-    pub(crate) key_len: u16,
-    pub(crate) flags: u8,
-    pub(crate) attempts: u8,
-    pub(crate) failure: u8,
-    pub(crate) failure_status: u16,
-    /// The key's flavour (also in the key bytes), for the per-endpoint budget.
-    pub(crate) flavour: u8,
     /// Expiry of the token (ms).
     pub(crate) expires_on: u64,
     /// When to refresh the token (ms).
     pub(crate) refresh_on: u64,
     /// Lease end of the live ticket; 0 when there is none.
     pub(crate) lease_until: u64,
-    /// Request time of the live ticket (D1).
-    pub(crate) issued_at: u64,
     /// No new fetch before this (backoff, negative cache, eager-refresh spacing).
     pub(crate) retry_at: u64,
+    pub(crate) hash: u32,
+    /// First arena block of the entry's chain (key bytes, then token bytes), or the next free
+    /// slot while the slot is on the free list.
+    pub(crate) head: u32,
+    pub(crate) token_len: u32,
+    pub(crate) key_len: u16,
+    pub(crate) flags: u8,
+    /// The key's flavour (also in the key bytes), for the per-endpoint budget.
+    pub(crate) flavour: u8,
+    pub(crate) generation: u32,
+    pub(crate) failure_status: u16,
+    pub(crate) attempts: u8,
+    pub(crate) failure: u8,
+    /// Request time of the live ticket (D1).
+    pub(crate) issued_at: u64,
     /// Time of the first 410 of the current run of 410s; 0 when none.
     pub(crate) gone_since: u64,
 }
+
+/// The memory figures of the module documentation count on this size.
+const _: () = assert!(core::mem::size_of::<Slot>() == 72);
 
 impl Slot {
     /// An unused slot, for initialising caller-provided storage: `[Slot::EMPTY; N]`.
@@ -267,30 +275,66 @@ impl<const SLOTS: usize, const BLOCKS: usize> Drop for ArrayStorage<SLOTS, BLOCK
     }
 }
 
-/// Calls `f` with the bytes `offset..offset + len` of the chain starting at `head`, piece by
-/// piece (a piece never crosses a block).
+/// Calls `f` with the bytes `offset..offset + len` of the chain starting at `head` (blocks of
+/// `size` bytes), piece by piece: a run of blocks that follow each other in the arena is one
+/// piece, so a chain laid out front to back is copied in one go.
 pub(crate) fn read_chain(
     arena: &[u8],
     links: &[u32],
+    size: usize,
     head: u32,
     offset: usize,
     len: usize,
     mut f: impl FnMut(&[u8]),
 ) {
-    let size = arena.len() / links.len().max(1);
     let (mut b, mut skip, mut left) = (head, offset, len);
-    while b != NIL && left > 0 {
-        if skip >= size {
-            skip -= size;
-        } else {
-            let start = b as usize * size + skip;
-            let n = (size - skip).min(left);
-            f(&arena[start..start + n]);
-            left -= n;
-            skip = 0;
-        }
+    while b != NIL && skip >= size {
+        skip -= size;
         b = links[b as usize];
     }
+    while b != NIL && left > 0 {
+        let start = b as usize * size + skip;
+        let (mut last, mut n) = (b, size - skip);
+        while n < left {
+            let next = links[last as usize];
+            if Some(next) != last.checked_add(1) || next == NIL {
+                break;
+            }
+            last = next;
+            n += size;
+        }
+        let n = n.min(left);
+        f(&arena[start..start + n]);
+        left -= n;
+        skip = 0;
+        b = links[last as usize];
+    }
+}
+
+/// Whether the chain at `head` is laid out front to back: each block's successor is the next
+/// block of the arena.
+pub(crate) fn chain_is_run(links: &[u32], head: u32) -> bool {
+    let mut b = head;
+    while b != NIL {
+        let next = links[b as usize];
+        if next != NIL && Some(next) != b.checked_add(1) {
+            return false;
+        }
+        b = next;
+    }
+    true
+}
+
+/// An index entry is a slot number plus one in its low bits (as many as the slot count needs)
+/// and, above them, a tag: the low bits of the slot's hash, so that a probe skips a slot whose
+/// hash differs without reading it. `(slot mask, tag of hash)`.
+#[inline]
+fn entry_parts(slots: usize, hash: u32) -> (u32, u32) {
+    let bits = usize::BITS - slots.leading_zeros();
+    (
+        ((1u64 << bits) - 1) as u32,
+        (u64::from(hash) << bits) as u32,
+    )
 }
 
 /// Index position of `hash` in an index of `len` entries (multiply-shift range reduction).
@@ -299,7 +343,9 @@ fn home(len: usize, hash: u32) -> usize {
 }
 
 /// Finds the slot with `hash` for which `is_key` says yes: O(1) on average (linear probing at
-/// a load factor of at most one half), comparing the full key, never the hash alone.
+/// a load factor of at most one half), comparing the full key, never the hash alone. Probes
+/// whose tag differs are skipped without reading their slot.
+#[inline]
 pub(crate) fn find(
     slots: &[Slot],
     index: &[u32],
@@ -307,17 +353,21 @@ pub(crate) fn find(
     mut is_key: impl FnMut(&Slot) -> bool,
 ) -> Option<u32> {
     let len = index.len();
+    let (mask, tag) = entry_parts(slots.len(), hash);
     let mut i = home(len, hash);
     for _ in 0..len {
         let e = index[i];
         if e == 0 {
             return None;
         }
-        let slot = &slots[(e - 1) as usize];
-        if slot.hash == hash && is_key(slot) {
-            return Some(e - 1);
+        if e & !mask == tag {
+            let s = (e & mask) - 1;
+            let slot = &slots[s as usize];
+            if slot.hash == hash && is_key(slot) {
+                return Some(s);
+            }
         }
-        i = (i + 1) % len;
+        i = if i + 1 == len { 0 } else { i + 1 };
     }
     None
 }
@@ -424,14 +474,19 @@ impl Parts<'_> {
         Cursor { block, at: offset }
     }
 
-    /// Wipes and frees a chain.
-    pub(crate) fn free_chain(&mut self, alloc: &mut Alloc, mut b: u32) {
+    /// Wipes and frees a chain. The chain goes onto the free list whole and in its order, so
+    /// the next chain of that length takes the same blocks in the same order (a chain laid out
+    /// front to back stays so).
+    pub(crate) fn free_chain(&mut self, alloc: &mut Alloc, head: u32) {
+        let mut b = head;
         while b != NIL {
-            let next = self.links[b as usize];
             self.block(b).zeroize();
-            self.links[b as usize] = alloc.free_block;
-            alloc.free_block = b;
             alloc.free_blocks += 1;
+            let next = self.links[b as usize];
+            if next == NIL {
+                self.links[b as usize] = alloc.free_block;
+                alloc.free_block = head;
+            }
             b = next;
         }
     }
@@ -470,6 +525,12 @@ impl Parts<'_> {
         home(self.index.len(), hash)
     }
 
+    /// The index entry of slot `s` (its hash is set) and the mask of an entry's slot bits.
+    fn entry(&self, s: u32) -> (u32, u32) {
+        let (mask, tag) = entry_parts(self.slots.len(), self.slots[s as usize].hash);
+        ((s + 1) | tag, mask)
+    }
+
     /// Adds slot `s` (with its hash already set) to the index. The index is never full: it
     /// has twice as many entries as slots.
     pub(crate) fn index_insert(&mut self, s: u32) {
@@ -478,14 +539,15 @@ impl Parts<'_> {
         while self.index[i] != 0 {
             i = (i + 1) % len;
         }
-        self.index[i] = s + 1;
+        self.index[i] = self.entry(s).0;
     }
 
     /// Removes slot `s` from the index (backward-shift deletion, no tombstones).
     pub(crate) fn index_remove(&mut self, s: u32) {
         let len = self.index.len();
+        let (entry, mask) = self.entry(s);
         let mut i = self.home(self.slots[s as usize].hash);
-        while self.index[i] != s + 1 {
+        while self.index[i] != entry {
             if self.index[i] == 0 {
                 return;
             }
@@ -494,7 +556,7 @@ impl Parts<'_> {
         let mut hole = i;
         let mut j = (i + 1) % len;
         while self.index[j] != 0 {
-            let home = self.home(self.slots[(self.index[j] - 1) as usize].hash);
+            let home = self.home(self.slots[((self.index[j] & mask) - 1) as usize].hash);
             // Move j into the hole if its home is not strictly between the hole and j.
             let dist_home = (j + len - home) % len;
             let dist_hole = (j + len - hole) % len;
