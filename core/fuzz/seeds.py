@@ -91,3 +91,108 @@ w("response", "bad_too_large", b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n
 w("response", "bad_status", b"HTTP/1.1 99 Odd\r\n\r\n")
 w("response", "bad_truncated", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"access_token\"")
 w("response", "bad_garbage", b"\x00\xffGET / HTTP/1.1\r\n\r\n")
+
+# --- arm_identity: the `identity` property, both forms (protocol reference §7) -------------
+R = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/"
+OLD = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/identities/"
+CID, PID, TID = "fe83865b-495e-4ec7-9574-12b264882c9f", "5e29463d-71da-4fe0-8e69-999b57db23b0", "72f988bf-86f1-41af-91ab-2d7cd011db47"
+verbatim = '''{
+    "type": "SystemAssigned, UserAssigned",
+    "principalId": "<guid, read-only, system identity>",
+    "tenantId": "<guid, read-only>",
+    "userAssignedIdentities": {
+      "/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>": {
+        "principalId": "<guid, read-only>",
+        "clientId": "<guid, read-only>"
+      }
+    }
+  }'''
+arm = {
+ "s7_verbatim": verbatim,
+ "s7_filled": verbatim.replace("<guid, read-only, system identity>", PID).replace("<guid, read-only>", TID, 1)
+     .replace('"principalId": "<guid, read-only>"', f'"principalId": "{PID}"').replace('"clientId": "<guid, read-only>"', f'"clientId": "{CID}"')
+     .replace("<sub>", "0000").replace("<rg>", "rg").replace("<name>", "id1"),
+ "s7_request": f'{{"type":"UserAssigned","userAssignedIdentities":{{"{R}a":{{}},"{R}b":{{}}}}}}',
+ "s7_nospace": f'{{"type":"SystemAssigned,UserAssigned","userAssignedIdentities":{{"{R}a":{{"clientId":"{CID}","principalId":"{PID}"}}}}}}',
+ "s7_lower": f'{{"type":"userAssigned","userAssignedIdentities":{{"{R}a":{{}}}}}}',
+ "s7_null_removal": f'{{"type":"UserAssigned","userAssignedIdentities":{{"{R}a":{{}},"{R}b":null}}}}',
+ "s7_null_dup": f'{{"type":"UserAssigned","userAssignedIdentities":{{"{R}a":{{}},"{R}A":null}}}}',
+ "s7_array": f'{{"type":"UserAssigned","identityIds":["{OLD}old1","{OLD}old2"]}}',
+ "s7_both_forms": f'{{"type":"SystemAssigned, UserAssigned","identityIds":["{OLD}old"],"userAssignedIdentities":{{"{R}a":{{}}}}}}',
+ "s7_both_dup": f'{{"type":"UserAssigned","identityIds":["{R}a"],"userAssignedIdentities":{{"{R}A":{{}}}}}}',
+ "s7_none": '{"type":"None"}',
+ "s7_system": f'{{"type":"SystemAssigned","principalId":"{PID}","tenantId":"{TID}"}}',
+ "s7_none_with_ids": f'{{"type":"None","userAssignedIdentities":{{"{R}a":{{}}}}}}',
+ "s7_escapes": '{"type":"User\\u0041ssigned","user\\u0041ssignedIdentities":{"\\/subscriptions\\/0\\/resourceGroups\\/rg\\/providers\\/Microsoft.ManagedIdentity\\/userAssignedIdentities\\/caf\\u00e9":{"clientId":"' + CID + '"}}}',
+ "s7_unknown_fields": f'{{"x":[1,{{"y":[]}}],"type":"UserAssigned","n":null,"userAssignedIdentities":{{"{R}a":{{"z":true,"clientId":null}}}},"f":-1.5e3}}',
+ "bad_no_type": f'{{"userAssignedIdentities":{{"{R}a":{{}}}}}}',
+ "bad_type_dup": '{"type":"None","Type":"None"}',
+ "bad_type": '{"type":"SystemAssigned; UserAssigned"}',
+ "bad_rid": '{"type":"UserAssigned","identityIds":["/subscriptions/s/providers/x"]}',
+ "bad_guid": f'{{"type":"UserAssigned","userAssignedIdentities":{{"{R}a":{{"clientId":"712eac09-e943-418c-9be6-9fd5c91078bl"}}}}}}',
+ "bad_deep": '{"type":"None","x":' + '[' * 40 + ']' * 40 + '}',
+ "bad_surrogate": '{"type":"None","x":"\\ud800"}',
+ "bad_trailing": '{"type":"None"},',
+ "bad_ids_type": '{"type":"UserAssigned","identityIds":{}}',
+}
+arm["s7_many"] = '{"type":"UserAssigned","userAssignedIdentities":{' + ",".join(f'"{R}{i}":{{}}' for i in range(70)) + '}}'
+for name, b in arm.items():
+    w("arm_identity", name, b.encode())
+
+# --- request: `checks::req::RequestInput` as `arbitrary` 1.x decodes it ----------------------
+# Every field but the trailing pool has a fixed size: u8 is one byte, u16 two (little endian),
+# bool one byte (odd = true), Option a bool then the value, and an enum a u32 (little endian)
+# whose variant is (u32 * variants) >> 32.
+import struct
+def tag(i, n):
+    t = ((i << 32) + n - 1) // n
+    assert (t * n) >> 32 == i
+    return struct.pack("<I", t)
+def known(i): return tag(0, 3) + bytes([i])
+def edit(k, at, ch, op): return tag(1, 3) + bytes([k, at, ch, op])
+def pool(at, n): return tag(2, 3) + struct.pack("<HH", at, n)
+def new(t): return tag(0, 2) + t
+def scopes(n, a, b): return tag(1, 2) + bytes([n]) + a + b
+IMDS, VMEXT = tag(0, 5), tag(1, 5)
+def url(t): return tag(2, 5) + t
+def authority(t): return tag(3, 5) + t
+def raw(host, port, tls, path): return tag(4, 5) + host + struct.pack("<H", port) + bytes([tls]) + path
+def opt(t): return b"\x00" if t is None else b"\x01" + t
+def req(flavour, kind, ident, res, ep, secret=None, dcid=None, key=None, p=b""):
+    return bytes([flavour, kind]) + ident + res + ep + opt(secret) + opt(dcid) + opt(key) + p
+# Flavours: 0 Imds, 1 AppService2019, 2 Msi2017, 3 Arc, 4 CloudShell, 5 ServiceFabric, 6 VmExtension.
+# Kinds: 0 System, 1 ClientId, 2 ObjectId, 3 ResourceId. Tables: see checks.rs `req`.
+MGMT, VAULT_DEFAULT = new(known(0)), scopes(1, known(2), known(0))
+reqs = {
+ "imds_system": req(0, 0, known(0), MGMT, IMDS),
+ "imds_client": req(0, 1, known(0), MGMT, IMDS),
+ "imds_object": req(0, 2, known(1), VAULT_DEFAULT, IMDS),
+ "imds_resource_id": req(0, 3, known(2), MGMT, IMDS),
+ "imds_authority": req(0, 0, known(0), MGMT, authority(known(6))),
+ "imds_v6": req(0, 1, known(0), new(known(5)), url(known(5))),
+ "appservice_system": req(1, 0, known(0), new(known(1)), url(known(1)), secret=known(0)),
+ "appservice_object": req(1, 2, known(1), MGMT, url(known(1)), secret=known(1)),
+ "appservice_resource_id": req(1, 3, known(3), MGMT, url(known(1)), secret=known(0)),
+ "appservice_no_secret": req(1, 0, known(0), MGMT, url(known(1))),
+ "msi2017_client": req(2, 1, known(0), MGMT, url(known(8)), secret=known(0)),
+ "azureml_default_id": req(2, 0, known(0), MGMT, url(known(8)), secret=known(0), dcid=known(1)),
+ "azureml_bad_default_id": req(2, 0, known(0), MGMT, url(known(8)), secret=known(0), dcid=known(2)),
+ "arc_first": req(3, 0, known(0), MGMT, url(known(3))),
+ "arc_second": req(3, 0, known(0), MGMT, url(known(3)), key=known(0)),
+ "arc_key_newline": req(3, 0, known(0), MGMT, url(known(3)), key=known(1)),
+ "arc_user_assigned": req(3, 1, known(0), MGMT, url(known(3))),
+ "cloudshell_post": req(4, 0, known(0), new(known(5)), url(known(4))),
+ "servicefabric": req(5, 0, known(0), new(known(2)), url(known(2)), secret=known(0)),
+ "servicefabric_http": req(5, 0, known(0), MGMT, url(known(1)), secret=known(0)),
+ "vmextension_client": req(6, 1, known(0), MGMT, VMEXT),
+ "raw_endpoint": req(0, 0, known(0), MGMT, raw(known(2), 8080, 0, known(1))),
+ "raw_bad_host": req(0, 0, known(0), MGMT, raw(known(4), 80, 0, known(0))),
+ "edit_resource_crlf": req(0, 0, known(0), new(edit(0, 10, 0x0d, 1)), IMDS),
+ "edit_secret_lf": req(1, 0, known(0), MGMT, url(known(1)), secret=edit(1, 3, 0x0a, 1)),
+ "edit_client_nul": req(0, 1, edit(0, 35, 0x00, 0), MGMT, IMDS),
+ "edit_url_c1": req(1, 0, known(0), MGMT, url(edit(1, 25, 0x80, 1)), secret=known(0)),
+ "pool_resource_injection": req(0, 0, known(0), new(pool(0, 27)), IMDS, p=b"https://x\r\nHost: evil.test"),
+ "pool_secret": req(1, 0, known(0), MGMT, url(known(1)), secret=pool(0, 9), p=b"s3cr3t\x7fx"),
+}
+for name, b in reqs.items():
+    w("request", name, b)

@@ -23,6 +23,7 @@ use imds_cache::{
 };
 use parking_lot::{Condvar, Mutex};
 
+use crate::events::{Event, Observer};
 use crate::http;
 use crate::source::{self, OwnedEndpoint, SourceSpec};
 use crate::Error;
@@ -33,7 +34,7 @@ type Cache = TokenCache<BufferStorage<Box<[Slot]>, Box<[u32]>, Box<[u8]>, Box<[u
 const STRIPES: usize = 64;
 
 /// How a [`Client`] is set up.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// The core's policy (budget, backoff, lease, limits).
     pub cache: Config,
@@ -51,6 +52,25 @@ pub struct ClientConfig {
     pub attempt_timeout: Duration,
     /// Run the background refresher.
     pub refresher: bool,
+    /// Told of requests, outcomes, throttling and refreshes (for logs); `None` costs nothing.
+    pub events: Option<Observer>,
+}
+
+/// Shows whether an observer is set, not the closure.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("cache", &self.cache)
+            .field("capacity", &self.capacity)
+            .field("bytes_per_entry", &self.bytes_per_entry)
+            .field("source", &self.source)
+            .field("deadline", &self.deadline)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("refresher", &self.refresher)
+            .field("events", &self.events.is_some())
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -64,6 +84,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(10),
             refresher: true,
+            events: None,
         }
     }
 }
@@ -250,7 +271,7 @@ impl Client {
         deadline: Instant,
     ) -> Result<(usize, u64), Error> {
         self.shared
-            .get(&self.key(identity, resource), out, deadline)
+            .get(&self.key(identity, resource), out, deadline, 0)
     }
 
     /// The asyncio path: a hit is copied into `out` and returned at once (`Ok(Some(..))`,
@@ -463,24 +484,28 @@ fn run_job(shared: &Arc<Shared>, job: &Job, buf: &mut [u8]) -> Result<(Vec<u8>, 
         identity,
         resource,
     };
+    let attempts = u32::from(job.ticket.is_some());
     if let Some(ticket) = job.ticket {
         shared.ensure_refresher();
-        shared.fetch(ticket, Some(&key), Some(job.deadline))?;
+        shared.fetch(ticket, Some(&key), Some(job.deadline), 1, false)?;
     }
-    let (len, expires_on) = shared.get(&key, buf, job.deadline)?;
+    let (len, expires_on) = shared.get(&key, buf, job.deadline, attempts)?;
     Ok((buf[..len].to_vec(), expires_on))
 }
 
 impl Shared {
-    /// D5's protocol, blocking, for one key.
+    /// D5's protocol, blocking, for one key; `attempts` is the fetches the call already made.
     fn get(
         self: &Arc<Self>,
         key: &Key<'_>,
         out: &mut [u8],
         deadline: Instant,
+        mut attempts: u32,
     ) -> Result<(usize, u64), Error> {
         let shared = self;
         let mut last: Option<(Failure, ErrorDetail)> = None;
+        // The observer hears of a call's throttling once, not on every wake-up.
+        let mut throttle_told = false;
         loop {
             let mut state = shared.state.lock();
             // The only error a lookup has is CacheFull.
@@ -503,7 +528,7 @@ impl Shared {
                             // token in `out` stays valid whatever the refresh does).
                             drop(state);
                             // The token in `out` is valid whatever this refresh does.
-                            let _ = shared.fetch(ticket, Some(key), Some(deadline));
+                            let _ = shared.fetch(ticket, Some(key), Some(deadline), 1, true);
                         }
                     }
                     return Ok((len, expires_on / 1000));
@@ -512,7 +537,10 @@ impl Shared {
                 Lookup::Fetch(ticket) => {
                     drop(state);
                     shared.ensure_refresher();
-                    last = shared.fetch(ticket, Some(key), Some(deadline))?.or(last);
+                    attempts = attempts.saturating_add(1);
+                    last = shared
+                        .fetch(ticket, Some(key), Some(deadline), attempts, false)?
+                        .or(last);
                     continue;
                 }
                 Lookup::Pending { retry_at } => {
@@ -532,6 +560,17 @@ impl Shared {
                         return Err(Error::Deadline {
                             last: last.map(|l| l.0),
                         });
+                    }
+                    if !throttle_told && shared.config.events.is_some() {
+                        // Told with the lock released; then look again (a completion may
+                        // have come meanwhile).
+                        throttle_told = true;
+                        drop(state);
+                        shared.emit(&Event::Throttled {
+                            key: *key,
+                            retry_at,
+                        });
+                        continue;
                     }
                     let wake = (Instant::now() + until(retry_at)).min(deadline);
                     shared.completions.wait_until(&mut state, wake);
@@ -611,16 +650,33 @@ impl Shared {
         *self.refresher_thread.lock() = handle;
     }
 
+    /// Tells the observer, if any. Callers hold no lock (the observer may take the GIL); a
+    /// panicking observer must not take the client down with it.
+    fn emit(&self, event: &Event<'_>) {
+        if let Some(observer) = &self.config.events {
+            observer.tell(event);
+        }
+    }
+
     /// Performs one fetch for `ticket` and settles it in the cache; returns the failure and
     /// its text when it failed. Wakes the waiters.
-    /// `deadline` is the waiting caller's: no attempt runs past it.
+    /// `deadline` is the waiting caller's: no attempt runs past it. `key` is the ticket's
+    /// (`None` from the refresher without an observer: every stripe is woken); `attempt` and
+    /// `refresh` are for the observer.
     fn fetch(
         &self,
         ticket: Ticket,
         key: Option<&Key<'_>>,
         deadline: Option<Instant>,
+        attempt: u32,
+        refresh: bool,
     ) -> Result<Option<(Failure, ErrorDetail)>, Error> {
-        let outcome = self.exchange(ticket, deadline);
+        let told = Told {
+            key,
+            attempt,
+            refresh,
+        };
+        let outcome = self.exchange(ticket, deadline, &told);
         match key {
             Some(key) => {
                 self.stripes[stripe(key)].notify_all();
@@ -630,6 +686,8 @@ impl Shared {
             }),
         }
         self.completions.notify_all();
+        // A new token (or retry time) may be due before the refresher's planned wake-up.
+        self.refresher.notify_one();
         outcome
     }
 
@@ -639,6 +697,7 @@ impl Shared {
         &self,
         ticket: Ticket,
         deadline: Option<Instant>,
+        told: &Told<'_, '_>,
     ) -> Result<Option<(Failure, ErrorDetail)>, Error> {
         let owned = match &self.explicit {
             Some(e) => Ok(e.clone()),
@@ -674,12 +733,21 @@ impl Shared {
             Ok(d) => d,
             Err(e) => return Err(self.abandon(ticket, Error::Request(request_error(e)))),
         };
+        if let Some(key) = told.key {
+            self.emit(&Event::Request {
+                key: *key,
+                attempt: told.attempt.max(1),
+                refresh: told.refresh,
+            });
+        }
         loop {
             let mut conn =
                 match http::Connection::open(to.host, to.port, &request[..to.len], timeouts) {
                     Ok(c) => c,
                     Err(t) => {
-                        return Ok(self.settle(self.state.lock().cache.fail(ticket, t, now_ms())))
+                        // The guard goes with the statement: settled without the lock.
+                        let done = self.state.lock().cache.fail(ticket, t, now_ms());
+                        return Ok(self.settle(done, told));
                     }
                 };
             let mut received = Vec::with_capacity(4096);
@@ -696,9 +764,10 @@ impl Shared {
                         Err(e) => Err(e),
                     },
                 };
+                drop(state);
                 match done {
                     Ok(Done::NeedKeyFile { path }) => break path.to_string(),
-                    other => return Ok(self.settle(other)),
+                    other => return Ok(self.settle(other, told)),
                 }
             };
             let key = match read_arc_key(&key_file) {
@@ -725,26 +794,61 @@ impl Shared {
                         &mut request,
                     ) {
                         Ok(d) => d,
-                        Err(_) => {
-                            return Ok(Some((
-                                Failure::new(FailureKind::BadChallenge),
-                                ErrorDetail::default(),
-                            )))
-                        }
+                        Err(_) => return Ok(self.bad_challenge(told)),
                     }
                 }
-                Err(_) => {
-                    return Ok(Some((
-                        Failure::new(FailureKind::BadChallenge),
-                        ErrorDetail::default(),
-                    )))
-                }
+                Err(_) => return Ok(self.bad_challenge(told)),
             };
         }
     }
 
-    /// The failure of a finished ticket, if it failed.
-    fn settle(&self, done: Result<Done<'_>, CacheError>) -> Option<(Failure, ErrorDetail)> {
+    /// Arc's challenge could not be answered: the ticket has failed.
+    fn bad_challenge(&self, told: &Told<'_, '_>) -> Option<(Failure, ErrorDetail)> {
+        let failure = Failure::new(FailureKind::BadChallenge);
+        if let Some(key) = told.key {
+            self.emit(&Event::Failed {
+                key: *key,
+                failure,
+                refresh: told.refresh,
+            });
+        }
+        Some((failure, ErrorDetail::default()))
+    }
+
+    /// The failure of a finished ticket, if it failed; the observer is told the outcome.
+    /// Called without the lock.
+    fn settle(
+        &self,
+        done: Result<Done<'_>, CacheError>,
+        told: &Told<'_, '_>,
+    ) -> Option<(Failure, ErrorDetail)> {
+        if let (Some(key), Ok(done)) = (told.key, &done) {
+            let (key, refresh) = (*key, told.refresh);
+            let event = match *done {
+                Done::Token { expires_on, .. } => Some(Event::Token {
+                    key,
+                    expires_on: expires_on / 1000,
+                    refresh,
+                }),
+                Done::Retry {
+                    failure, retry_at, ..
+                } => Some(Event::Retry {
+                    key,
+                    failure,
+                    retry_at,
+                    refresh,
+                }),
+                Done::Failed { failure, .. } => Some(Event::Failed {
+                    key,
+                    failure,
+                    refresh,
+                }),
+                Done::NeedKeyFile { .. } => None,
+            };
+            if let Some(event) = event {
+                self.emit(&event);
+            }
+        }
         match done {
             Ok(
                 Done::Retry {
@@ -766,6 +870,14 @@ impl Shared {
         let _ = self.state.lock().cache.cancel(ticket);
         e
     }
+}
+
+/// What a fetch tells the observer besides its outcome.
+struct Told<'r, 'k> {
+    /// The ticket's key; `None` from the refresher when nobody listens (it is not decoded).
+    key: Option<&'r Key<'k>>,
+    attempt: u32,
+    refresh: bool,
 }
 
 fn request_error(e: CacheError) -> RequestError {
@@ -793,6 +905,8 @@ fn read_arc_key(path: &str) -> std::io::Result<Vec<u8>> {
 /// The refresher: takes refresh tickets handed out with hits, and polls for due refreshes
 /// at the cache's next deadline. Ends when the client is dropped.
 fn refresher(weak: Weak<Shared>) {
+    // The ticket's key, decoded only for an observer (1028 bytes hold any key).
+    let mut key_buf = Vec::new();
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let ticket = {
@@ -816,9 +930,23 @@ fn refresher(weak: Weak<Shared>) {
                 },
             }
         };
-        if let Some(ticket) = ticket {
-            let _ = shared.fetch(ticket, None, None);
+        let Some(ticket) = ticket else { continue };
+        if shared.config.events.is_none() {
+            let _ = shared.fetch(ticket, None, None, 1, true);
+            continue;
         }
+        key_buf.resize(1028, 0);
+        // A ticket lapsed meanwhile has no key: its fetch fails at once, untold.
+        let key = shared
+            .state
+            .lock()
+            .cache
+            .ticket_key(ticket, &mut key_buf)
+            .ok();
+        if let Some(key) = &key {
+            shared.emit(&Event::Refresh { key: *key });
+        }
+        let _ = shared.fetch(ticket, key.as_ref(), None, 1, true);
     }
 }
 
@@ -843,6 +971,9 @@ pub(crate) fn lock_for_fork(shared: &Shared) {
 /// D12 `parent` / `child`: release the lock taken by [`lock_for_fork`]; in the child, drop
 /// the tickets of threads that are gone and let the refresher restart lazily.
 pub(crate) fn unlock_after_fork(shared: &Shared, child: bool) {
+    if child {
+        forget_parent_threads(shared);
+    }
     // SAFETY: `lock_for_fork` locked it on this thread (the forking thread, which is the only
     // thread in the child) and forgot the guard; nothing else can hold it now.
     unsafe {
@@ -850,7 +981,39 @@ pub(crate) fn unlock_after_fork(shared: &Shared, child: bool) {
         shared.pools.iter().for_each(|p| p.force_unlock());
     }
     if child {
+        // A thread of the parent may have held it at the fork; none exists here.
+        if shared.refresher_thread.is_locked() {
+            // SAFETY: the child has one thread, this one, which does not hold it.
+            unsafe { shared.refresher_thread.force_unlock() };
+        }
         reset_child(shared);
+    }
+}
+
+/// The child's copy of parking_lot's wait queues still lists the parent's threads that were
+/// parked on our locks and condition variables. An unlock could hand a lock to one of them
+/// (parking_lot's fair hand-off), and it would stay locked for good: the child hung in
+/// `fork_child_keeps_serving`. They are dropped from the queues, before any unlock here.
+fn forget_parent_threads(shared: &Shared) {
+    let forget = |key: usize| {
+        // SAFETY: `key` is the address parking_lot parks under for that lock or condition
+        // variable (`&RawMutex` / `&Condvar` as usize), so the queue holds only its waiters;
+        // "unparking" a thread that does not exist in the child writes to its copied memory,
+        // which nothing reads.
+        unsafe { parking_lot_core::unpark_all(key, parking_lot_core::DEFAULT_UNPARK_TOKEN) };
+    };
+    // SAFETY: `raw` only gives the address; the locks are not touched through it.
+    unsafe {
+        forget(shared.state.raw() as *const _ as usize);
+        forget(shared.refresher_thread.raw() as *const _ as usize);
+        shared
+            .pools
+            .iter()
+            .for_each(|p| forget(p.raw() as *const _ as usize));
+    }
+    let condvars = shared.stripes.iter().chain(&shared.jobs_ready);
+    for c in condvars.chain([&shared.completions, &shared.refresher]) {
+        forget(c as *const Condvar as usize);
     }
 }
 

@@ -13,10 +13,12 @@
 pub mod capi;
 mod client;
 mod error;
+pub mod events;
 mod fork;
 mod http;
 mod source;
 
 pub use client::{Callback, Client, ClientConfig, OwnedKey, Progress};
 pub use error::Error;
+pub use events::{Event, Observer};
 pub use source::{detect_flavour, OwnedEndpoint, SourceSpec};

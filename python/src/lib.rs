@@ -5,18 +5,27 @@
 //! Waiting never holds the GIL: a blocking call runs inside `allow_threads`, and the asyncio
 //! path hands a miss to the driver's worker pool, whose callback takes the GIL only to
 //! schedule the result on the event loop with `loop.call_soon_threadsafe`.
+//!
+//! The driver's events (requests, retries, throttling, refreshes) go to
+//! `logging.getLogger("imds_cache")`, taking the GIL on the driver's thread only when the
+//! logger is enabled for the event's level. Never a token: the events carry none.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use imds_cache::{Config, Failure, FailureKind, Flavour, Identity, IdentityKind, Resource, Stats};
-use imds_cache_ffi::{Callback, Client, ClientConfig, Error, OwnedEndpoint, SourceSpec};
+use imds_cache::{
+    Config, Failure, FailureKind, Flavour, Identity, IdentityKind, OutcomeClass, Resource, Stats,
+};
+use imds_cache_ffi::{
+    Callback, Client, ClientConfig, Error, Event, Observer, OwnedEndpoint, SourceSpec,
+};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyString, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use zeroize::Zeroize;
 
 /// The Python exception classes, defined in `imds_cache._errors`.
@@ -26,6 +35,182 @@ static FAILED: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 thread_local! {
     /// Where a token lands before it becomes a Python `str`; wiped after each use.
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `logging.getLogger("imds_cache")`: loggers are never replaced, so one lookup does.
+static LOGGER: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+/// Set at interpreter exit: from then on driver threads no longer take the GIL to log (a
+/// thread asking for it during finalization would never get it).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// The lowest of DEBUG/INFO/WARNING the logger was last seen enabled for (low byte; 255 for
+/// none) and when (epoch ms, above it): driver events below it are dropped without taking
+/// the GIL. Re-read on each call into the cache and at most a second after the last look,
+/// so a level set later takes effect soon. 0: never read.
+static LOG_GATE: AtomicU64 = AtomicU64::new(0);
+
+const DEBUG: u8 = 10;
+const INFO: u8 = 20;
+const WARNING: u8 = 30;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    LOGGER
+        .get_or_try_init(py, || {
+            Ok(py
+                .import("logging")?
+                .call_method1("getLogger", ("imds_cache",))?
+                .unbind())
+        })
+        .map(|l| l.bind(py))
+}
+
+/// Reads the logger's levels into [`LOG_GATE`] (`isEnabledFor` honours `logging.disable`);
+/// returns the lowest enabled one.
+fn read_log_gate(py: Python<'_>) -> PyResult<u8> {
+    let logger = logger(py)?;
+    let mut lowest = 255u8;
+    for level in [WARNING, INFO, DEBUG] {
+        if logger.call_method1("isEnabledFor", (level,))?.is_truthy()? {
+            lowest = level;
+        }
+    }
+    LOG_GATE.store(now_ms() << 8 | u64::from(lowest), Ordering::Relaxed);
+    Ok(lowest)
+}
+
+/// Whether an event of `level` may be logged, as far as the last look at the logger says.
+fn log_gate_open(level: u8) -> bool {
+    let gate = LOG_GATE.load(Ordering::Relaxed);
+    gate == 0 || level >= gate as u8 || now_ms().saturating_sub(gate >> 8) > 1000
+}
+
+/// An identity for log records, as `_common.describe` writes it (selectors are not secrets).
+fn describe(identity: &Identity<'_>) -> String {
+    let kind = match identity.kind() {
+        IdentityKind::System => return "system-assigned".into(),
+        IdentityKind::ClientId => "client_id",
+        IdentityKind::ObjectId => "object_id",
+        IdentityKind::ResourceId => "resource_id",
+    };
+    format!("{kind}={}", identity.value())
+}
+
+/// The level an event is logged at: requests, tokens and refreshes DEBUG; retries and
+/// throttling INFO (they are expected and handled); terminal failures WARNING, "no endpoint
+/// here" INFO (a chained credential meets it on every machine outside Azure, and the
+/// credential's own record of the failed call stays a WARNING).
+fn event_level(event: &Event<'_>) -> u8 {
+    match event {
+        Event::Retry { .. } | Event::Throttled { .. } => INFO,
+        Event::Failed { failure, .. } if failure.kind.class() == OutcomeClass::Unavailable => INFO,
+        Event::Failed { .. } => WARNING,
+        _ => DEBUG,
+    }
+}
+
+/// The driver's observer: logs an event to `imds_cache` if the logger wants it.
+fn log_event(event: &Event<'_>) {
+    let level = event_level(event);
+    if QUIET.load(Ordering::Relaxed) || !log_gate_open(level) {
+        return;
+    }
+    Python::with_gil(|py| {
+        // A failing handler is logging's business (`Handler.handleError`), not the cache's.
+        let _ = log_in_python(py, event, level);
+    });
+}
+
+fn log_in_python(py: Python<'_>, event: &Event<'_>, level: u8) -> PyResult<()> {
+    if level < read_log_gate(py)? {
+        return Ok(());
+    }
+    let logger = logger(py)?;
+    let key = event.key();
+    let who = describe(&key.identity);
+    let resource = key.resource.as_str();
+    let flavour = flavour_name(key.flavour);
+    let secs = |at_ms: u64| at_ms.saturating_sub(now_ms()) as f64 / 1000.0;
+    let renew = |refresh: bool| if refresh { "refresh " } else { "" };
+    let (format, args): (&str, Bound<'_, PyAny>) = match *event {
+        Event::Request {
+            attempt, refresh, ..
+        } => (
+            "%srequest for %s, %s to %s (attempt %d)",
+            (renew(refresh), who, resource, flavour, attempt)
+                .into_pyobject(py)?
+                .into_any(),
+        ),
+        Event::Token {
+            expires_on,
+            refresh,
+            ..
+        } => (
+            "%stoken received for %s, %s: expires_on=%d",
+            (renew(refresh), who, resource, expires_on)
+                .into_pyobject(py)?
+                .into_any(),
+        ),
+        Event::Retry {
+            failure,
+            retry_at,
+            refresh,
+            ..
+        } => (
+            "%srequest for %s, %s failed: %s; retrying in %.1f s",
+            (
+                renew(refresh),
+                who,
+                resource,
+                failure.to_string(),
+                secs(retry_at),
+            )
+                .into_pyobject(py)?
+                .into_any(),
+        ),
+        Event::Failed {
+            failure, refresh, ..
+        } => (
+            "%srequest for %s, %s failed: %s",
+            (renew(refresh), who, resource, failure.to_string())
+                .into_pyobject(py)?
+                .into_any(),
+        ),
+        Event::Throttled { retry_at, .. } => (
+            "throttled: request for %s, %s waits for the %s request budget (up to %.1f s)",
+            (who, resource, flavour, secs(retry_at))
+                .into_pyobject(py)?
+                .into_any(),
+        ),
+        Event::Refresh { .. } => (
+            "background refresh of %s, %s",
+            (who, resource).into_pyobject(py)?.into_any(),
+        ),
+        _ => return Ok(()),
+    };
+    let call = (level, format).into_pyobject(py)?.add(args)?;
+    logger
+        .getattr("log")?
+        .call(call.downcast_into::<PyTuple>()?, None)?;
+    Ok(())
+}
+
+/// `atexit`: stop logging from driver threads (see [`QUIET`]).
+#[pyfunction]
+fn _quiet() {
+    QUIET.store(true, Ordering::Relaxed);
+}
+
+/// Drops clients with the GIL released: the last one of an endpoint joins its refresher,
+/// which may be waiting for the GIL to log.
+fn drop_without_gil<T: Send>(clients: T) {
+    Python::with_gil(|py| py.allow_threads(move || drop(clients)));
 }
 
 /// The Python names of the flavours (`flavour=` of the credential, `Binding.flavour`).
@@ -351,6 +536,7 @@ impl TokenCache {
                 connect_timeout: seconds("connect_timeout", connect_timeout)?,
                 attempt_timeout: seconds("attempt_timeout", attempt_timeout)?,
                 refresher,
+                events: Some(Observer::new(log_event)),
             },
             clients: std::sync::Mutex::new(Vec::new()),
         })
@@ -419,6 +605,7 @@ impl TokenCache {
         secret: Option<String>,
     ) -> PyResult<(usize, usize, Vec<(usize, PyObject)>)> {
         let deadline = Instant::now() + seconds("timeout", timeout)?;
+        let _ = read_log_gate(py);
         let source = Self::source(flavour, endpoint, secret, None)?;
         let values: Vec<(String, String)> = identities
             .into_iter()
@@ -468,6 +655,15 @@ impl TokenCache {
     }
 }
 
+impl Drop for TokenCache {
+    fn drop(&mut self) {
+        let clients = std::mem::take(self.clients.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !clients.is_empty() {
+            drop_without_gil(clients);
+        }
+    }
+}
+
 /// One identity at one endpoint of a cache: what a credential holds.
 #[pyclass(module = "imds_cache._imds_cache", frozen)]
 struct Binding {
@@ -510,6 +706,7 @@ impl Binding {
         bypass: bool,
     ) -> PyResult<(Bound<'py, PyString>, u64)> {
         let (client, identity, resource) = self.parts(py, &scope)?;
+        let _ = read_log_gate(py);
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             if buf.len() < self.max_token_bytes {
@@ -542,6 +739,7 @@ impl Binding {
         done: PyObject,
     ) -> PyResult<Option<(Bound<'py, PyString>, u64)>> {
         let (client, identity, resource) = self.parts(py, &scope)?;
+        let _ = read_log_gate(py);
         let flavour = client.flavour();
         let deadline = Instant::now() + self.deadline;
         if bypass {
@@ -609,11 +807,29 @@ impl Binding {
     }
 }
 
-/// The module: `TokenCache`, `Binding`, `__version__` (the Cargo version).
+impl Drop for Binding {
+    fn drop(&mut self) {
+        let client = std::mem::replace(&mut self.client, Err(Error::CacheFull));
+        // Only the last holder's drop joins the refresher.
+        if let Ok(client) = client {
+            if Arc::strong_count(&client) == 1 {
+                drop_without_gil(client);
+            }
+        }
+    }
+}
+
+/// The module: `TokenCache`, `Binding`, `__version__` (the Cargo version), `_quiet`
+/// (registered with `atexit`).
 #[pymodule]
 fn _imds_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<TokenCache>()?;
     m.add_class::<Binding>()?;
+    m.add_function(wrap_pyfunction!(_quiet, m)?)?;
+    let quiet = m.getattr("_quiet")?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (quiet,))?;
     Ok(())
 }

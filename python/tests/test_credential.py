@@ -458,6 +458,107 @@ def test_logging_never_shows_a_token(imds: Emulator, caplog: pytest.LogCaptureFi
     assert token.token not in caplog.text
 
 
+def _records(caplog: pytest.LogCaptureFixture) -> List[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "imds_cache"]
+
+
+def _assert_no_token(records: List[logging.LogRecord], e: Emulator) -> None:
+    tokens = [t["token"] for t in e.tokens()]
+    assert tokens
+    for r in records:
+        texts = [r.getMessage(), repr(r.args), str(r.msg)]
+        for t in tokens:
+            for text in texts:
+                assert t not in text and t[:64] not in text
+
+
+def _has(records: List[logging.LogRecord], level: int, *parts: str) -> bool:
+    return any(r.levelno == level and all(p in r.getMessage() for p in parts) for r in records)
+
+
+def test_logging_of_requests_retries_and_tokens(
+    emulator_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="imds_cache")
+    e = emulator_factory("--identities", "1")
+    e.faults({"kind": "status", "status": 503, "count": 1})
+    user = e.user(1)["client_id"]
+    token = ManagedIdentityCredential(client_id=user, endpoint=e.url, cache=quick()).get_token(ARM)
+    assert e.issued(token.token) is not None
+    records = _records(caplog)
+    who = f"client_id={user}, {ARM}"
+    assert _has(records, logging.DEBUG, "request for", who, "(attempt 1)"), records
+    assert _has(records, logging.INFO, "request for", who, "503", "retrying in"), records
+    assert _has(records, logging.DEBUG, "request for", who, "(attempt 2)"), records
+    assert _has(records, logging.DEBUG, "token received for", who, "expires_on="), records
+    assert _has(records, logging.DEBUG, "got token for"), "the credential's own record stays"
+    _assert_no_token(records, e)
+    assert token.token not in caplog.text
+
+
+def test_logging_of_the_asyncio_path(emulator_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from imds_cache import aio
+
+    caplog.set_level(logging.DEBUG, logger="imds_cache")
+    e = emulator_factory()
+    e.faults({"kind": "status", "status": 503, "count": 1})
+
+    async def main() -> str:
+        async with aio.ManagedIdentityCredential(endpoint=e.url, cache=quick()) as credential:
+            return (await credential.get_token(VAULT)).token
+
+    token = asyncio.run(main())
+    records = _records(caplog)
+    who = f"system-assigned, {VAULT}"
+    assert _has(records, logging.DEBUG, "request for", who, "(attempt 1)"), records
+    assert _has(records, logging.INFO, "request for", who, "503", "retrying in"), records
+    assert _has(records, logging.DEBUG, "token received for", who), records
+    # Told on the driver's worker thread, not the event loop's.
+    loop_thread = threading.get_ident()
+    assert all(r.thread != loop_thread for r in records if "(attempt" in r.getMessage())
+    _assert_no_token(records, e)
+    assert token not in caplog.text
+
+
+def test_logging_of_throttling_failures_and_refreshes(
+    emulator_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="imds_cache")
+    e = emulator_factory("--token-lifetime", "362", "--identities", "1")
+    # One request start per second: a burst of three keys waits for the budget.
+    cache = quick(rate=1, rate_window=1.0, refresh_margin=360, min_lifetime=1)
+    ok, total, errors = cache.prefetch([None], [ARM, VAULT, STORAGE], endpoint=e.url)
+    assert (ok, total, errors) == (3, 3, [])
+    assert _has(_records(caplog), logging.INFO, "throttled", "system-assigned", "request budget")
+    # The background refresher's work, logged from its thread: a refresh is due ~2 s after
+    # the fetch, and a hit then hands it to the refresher.
+    deadline = time.monotonic() + 15
+    while not _has(_records(caplog), logging.DEBUG, "refresh token received for system-assigned"):
+        assert time.monotonic() < deadline, "no refresh logged"
+        time.sleep(0.1)
+        assert cache.prefetch([None], [ARM], endpoint=e.url)[0] == 1
+    assert _has(_records(caplog), logging.DEBUG, "background refresh of system-assigned")
+    assert _has(_records(caplog), logging.DEBUG, "refresh request for system-assigned")
+    # A terminal failure is a WARNING.
+    e.faults({"kind": "status", "status": 403})
+    with pytest.raises(ManagedIdentityError):
+        ManagedIdentityCredential(client_id=e.user(1)["client_id"], endpoint=e.url, cache=cache).get_token(ARM)
+    assert _has(_records(caplog), logging.WARNING, "request for", e.user(1)["client_id"], "403")
+    _assert_no_token(_records(caplog), e)
+
+
+def test_logging_is_quiet_at_the_default_level(
+    emulator_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="imds_cache")
+    e = emulator_factory()
+    e.faults({"kind": "status", "status": 503, "count": 1})
+    ManagedIdentityCredential(endpoint=e.url, cache=quick()).get_token(ARM)
+    assert _records(caplog) == []
+
+
 def test_errors_carry_code_and_description_and_no_token(emulator_factory: Any) -> None:
     e = emulator_factory()
     ManagedIdentityCredential(endpoint=e.url, cache=TokenCache()).get_token(ARM)

@@ -1,0 +1,360 @@
+//! The client's observer (issue 7, point 5) against the in-process emulator: what each kind
+//! of call tells it, that hits tell nothing, that no event shows a token, and that a
+//! panicking observer harms nothing.
+
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use imds_cache::{FailureKind, Flavour, Identity, Resource};
+use imds_cache_ffi::{Client, ClientConfig, Event, Observer, OwnedEndpoint, SourceSpec};
+use imds_emulator::{Emulator, Fault, FaultRule, Mode};
+
+const ARM: &str = "https://management.azure.com";
+const RESOURCES: [&str; 3] = [ARM, "https://vault.azure.net", "https://storage.azure.com"];
+
+/// An event, owned, with its `Debug` text.
+#[derive(Clone, Debug, PartialEq)]
+enum Seen {
+    Request {
+        resource: String,
+        selector: String,
+        attempt: u32,
+        refresh: bool,
+    },
+    Token {
+        refresh: bool,
+    },
+    Retry {
+        status: u16,
+        future: bool,
+    },
+    Failed {
+        kind: FailureKind,
+    },
+    Throttled,
+    Refresh,
+}
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<(Seen, String, String)>>>);
+
+impl Log {
+    /// An observer recording every event (with its thread's name) here.
+    fn observer(&self) -> Observer {
+        let log = self.clone();
+        Observer::new(move |e: &Event<'_>| {
+            let key = e.key();
+            assert_eq!(key.flavour, Flavour::Imds);
+            let seen = match *e {
+                Event::Request {
+                    attempt, refresh, ..
+                } => Seen::Request {
+                    resource: key.resource.as_str().into(),
+                    selector: key.identity.value().into(),
+                    attempt,
+                    refresh,
+                },
+                Event::Token { refresh, .. } => Seen::Token { refresh },
+                Event::Retry {
+                    failure, retry_at, ..
+                } => Seen::Retry {
+                    status: failure.status,
+                    future: retry_at > now_ms().saturating_sub(1000),
+                },
+                Event::Failed { failure, .. } => Seen::Failed { kind: failure.kind },
+                Event::Throttled { .. } => Seen::Throttled,
+                Event::Refresh { .. } => Seen::Refresh,
+                _ => return,
+            };
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            log.0.lock().unwrap().push((seen, format!("{e:?}"), thread));
+        })
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().iter().map(|s| s.0.clone()).collect()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
+    /// No event's `Debug` shows a token the emulator issued (nor a long piece of one).
+    fn never_shows_a_token(&self, e: &Emulator) {
+        let log = self.0.lock().unwrap();
+        assert!(!log.is_empty());
+        for t in e.tokens() {
+            for (_, debug, _) in log.iter() {
+                assert!(!debug.contains(&t.token), "{debug}");
+                assert!(!debug.contains(&t.token[..32]), "{debug}");
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn emulator(tweak: impl FnOnce(&mut imds_emulator::Config)) -> Emulator {
+    let mut config = imds_emulator::Config::new(Mode::Imds);
+    config.identities = 2;
+    tweak(&mut config);
+    Emulator::start(config).expect("emulator starts")
+}
+
+fn client_for(e: &Emulator, events: Observer, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
+    let mut config = ClientConfig {
+        source: SourceSpec::Explicit(OwnedEndpoint {
+            flavour: Flavour::Imds,
+            url: e.url(),
+            secret: None,
+            default_client_id: None,
+        }),
+        events: Some(events),
+        ..ClientConfig::default()
+    };
+    config.cache.backoff_initial_ms = 20;
+    tweak(&mut config);
+    Client::with_config(config).expect("client")
+}
+
+fn res(r: &str) -> Resource<'_> {
+    Resource::new(r).unwrap()
+}
+
+fn request(selector: &str, attempt: u32, refresh: bool) -> Seen {
+    Seen::Request {
+        resource: ARM.into(),
+        selector: selector.into(),
+        attempt,
+        refresh,
+    }
+}
+
+#[test]
+fn cold_fetch_then_hits() {
+    let e = emulator(|_| {});
+    let log = Log::default();
+    let client = client_for(&e, log.observer(), |_| {});
+    let user = e.identities()[1].client_id.clone();
+    let id = Identity::client_id(&user).unwrap();
+    client.get_token(&id, &res(ARM)).unwrap();
+    assert_eq!(
+        log.seen(),
+        [request(&user, 1, false), Seen::Token { refresh: false }]
+    );
+    // Told on the caller's thread.
+    let thread = std::thread::current().name().map(str::to_string);
+    assert!(log
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| Some(&s.2) == thread.as_ref()));
+    // The Debug names the key (selectors are not secrets), never the token.
+    let debug = log.0.lock().unwrap()[0].1.clone();
+    assert!(debug.contains(&user) && debug.contains(ARM), "{debug}");
+    log.never_shows_a_token(&e);
+    // Hits tell nothing.
+    let mut buf = vec![0u8; 16 * 1024];
+    for _ in 0..100 {
+        client.get_token_into(&id, &res(ARM), &mut buf).unwrap();
+    }
+    assert_eq!(log.seen().len(), 2);
+}
+
+#[test]
+fn a_503_then_a_token() {
+    let e = emulator(|c| {
+        c.faults = vec![FaultRule::new(Fault::Status {
+            status: 503,
+            retry_after: None,
+        })
+        .times(1)]
+    });
+    let log = Log::default();
+    let client = client_for(&e, log.observer(), |_| {});
+    client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    assert_eq!(
+        log.seen(),
+        [
+            request("", 1, false),
+            Seen::Retry {
+                status: 503,
+                future: true
+            },
+            request("", 2, false),
+            Seen::Token { refresh: false },
+        ]
+    );
+    log.never_shows_a_token(&e);
+
+    // The asyncio path: the same story, told on a pool worker.
+    log.clear();
+    e.set_faults(vec![FaultRule::new(Fault::Status {
+        status: 503,
+        retry_after: None,
+    })
+    .times(1)]);
+    let vault = res(RESOURCES[1]);
+    let (tx, rx) = mpsc::channel();
+    let mut buf = vec![0u8; 16 * 1024];
+    let hit = client
+        .get_token_or_notify(
+            &Identity::SYSTEM,
+            &vault,
+            &mut buf,
+            Instant::now() + Duration::from_secs(20),
+            Box::new(move |r| tx.send(r.map(|_| ())).unwrap()),
+        )
+        .unwrap();
+    assert!(hit.is_none());
+    rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+    let seen = log.seen();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(
+        matches!(&seen[0], Seen::Request { attempt: 1, resource, .. } if resource == RESOURCES[1])
+    );
+    assert!(matches!(seen[1], Seen::Retry { status: 503, .. }));
+    assert!(matches!(seen[2], Seen::Request { attempt: 2, .. }));
+    assert_eq!(seen[3], Seen::Token { refresh: false });
+    assert!(log
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s.2 == "imds-cache-worker"));
+    log.never_shows_a_token(&e);
+}
+
+#[test]
+fn a_terminal_failure() {
+    let e = emulator(|c| {
+        c.faults = vec![FaultRule::new(Fault::Status {
+            status: 403,
+            retry_after: None,
+        })]
+    });
+    let log = Log::default();
+    let client = client_for(&e, log.observer(), |_| {});
+    assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_err());
+    assert_eq!(
+        log.seen(),
+        [
+            request("", 1, false),
+            Seen::Failed {
+                kind: FailureKind::Forbidden
+            }
+        ]
+    );
+    // Remembered: the second call sends nothing and tells nothing.
+    assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_err());
+    assert_eq!(log.seen().len(), 2);
+}
+
+#[test]
+fn a_burst_over_the_budget_is_throttled() {
+    let e = emulator(|_| {});
+    let log = Log::default();
+    // One request start per second: the burst's later keys wait for the budget.
+    let client = client_for(&e, log.observer(), |c| {
+        c.cache.rate = 1;
+        c.cache.rate_window_ms = 1000;
+    });
+    std::thread::scope(|s| {
+        for r in RESOURCES {
+            let client = &client;
+            s.spawn(move || client.get_token(&Identity::SYSTEM, &res(r)).unwrap());
+        }
+    });
+    let seen = log.seen();
+    let count = |f: fn(&Seen) -> bool| seen.iter().filter(|s| f(s)).count();
+    assert!(count(|s| *s == Seen::Throttled) >= 1, "{seen:?}");
+    assert_eq!(count(|s| matches!(s, Seen::Request { .. })), 3, "{seen:?}");
+    assert_eq!(count(|s| matches!(s, Seen::Token { .. })), 3, "{seen:?}");
+    // Once per call, not on every wake-up.
+    assert!(count(|s| *s == Seen::Throttled) <= 2, "{seen:?}");
+    log.never_shows_a_token(&e);
+}
+
+#[test]
+fn a_background_refresh() {
+    // 362 s tokens with a 360 s refresh margin: the refresh is due about 2 s after the fetch.
+    let e = emulator(|c| c.token_lifetime = 362);
+    let log = Log::default();
+    let client = client_for(&e, log.observer(), |c| {
+        c.cache.refresh_margin_ms = 360_000;
+        c.cache.min_lifetime_ms = 1_000;
+    });
+    let (first, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    e.advance(100);
+    let started = Instant::now();
+    loop {
+        let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+        if token != first {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no refresh");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let told = log.0.lock().unwrap().clone();
+    let seen: Vec<Seen> = told.iter().map(|s| s.0.clone()).collect();
+    assert_eq!(
+        seen[..2],
+        [request("", 1, false), Seen::Token { refresh: false }]
+    );
+    // Then one or more refreshes (the per-key jitter may bring one before the emulator's
+    // clock moves), each told in full, by the refresher.
+    assert!(seen.len() >= 5 && (seen.len() - 2) % 3 == 0, "{seen:?}");
+    for refresh in seen[2..].chunks(3) {
+        assert_eq!(
+            refresh,
+            [
+                Seen::Refresh,
+                request("", 1, true),
+                Seen::Token { refresh: true }
+            ]
+        );
+    }
+    assert!(told[2..].iter().all(|s| s.2 == "imds-cache-refresher"));
+    log.never_shows_a_token(&e);
+}
+
+#[test]
+fn a_panicking_observer_harms_nothing() {
+    let e = emulator(|c| {
+        c.token_lifetime = 362;
+        c.faults = vec![FaultRule::new(Fault::Status {
+            status: 500,
+            retry_after: None,
+        })
+        .times(1)]
+    });
+    let told = Arc::new(Mutex::new(0));
+    let counter = told.clone();
+    let observer = Observer::new(move |_: &Event<'_>| {
+        *counter.lock().unwrap() += 1;
+        panic!("an observer that panics");
+    });
+    let client = client_for(&e, observer, |c| {
+        c.cache.refresh_margin_ms = 360_000;
+        c.cache.min_lifetime_ms = 1_000;
+    });
+    let (first, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    client
+        .get_token(&Identity::SYSTEM, &res(RESOURCES[1]))
+        .unwrap();
+    // The refresher survives it too.
+    e.advance(100);
+    let started = Instant::now();
+    while client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap().0 == first {
+        assert!(started.elapsed() < Duration::from_secs(10), "no refresh");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(*told.lock().unwrap() >= 8);
+    assert!(format!("{client:?}").contains("events: true"));
+}
