@@ -12,7 +12,7 @@ PY := $(CURDIR)/$(VENV)/bin/python
 -include mk/*.mk
 
 ## Everything CI checks: formatting, lints, tests, the no_std build, docs.
-test: setup fmt-check clippy unit bare-metal doc benches-compile miri c-test c-test-rust-asan py-test
+test: setup fmt-check clippy unit bare-metal doc benches-compile miri fuzz-check c-test c-test-rust-asan py-test
 	@echo "make test: all checks passed"
 
 ## CI builds the benches without running them (`make bench` runs them).
