@@ -336,8 +336,26 @@ pub(crate) mod ops {
         }
     }
 
-    /// A response, as the driver would receive it.
-    #[derive(Clone, Copy, Debug)]
+    /// D9's rate, as both models count it: `Err(retry_at)` when `rate` of `starts` are inside
+    /// the window (widened by the margin) at `now`. Starts count by their times (a restamp
+    /// moves one later than those after it).
+    pub(crate) fn rate_check(config: &Config, starts: &[u64], now: u64) -> Result<(), u64> {
+        let span = config.rate_window_ms + config.rate_margin_ms;
+        let mut live: Vec<u64> = starts
+            .iter()
+            .copied()
+            .filter(|&at| at + span > now)
+            .collect();
+        live.sort_unstable();
+        let rate = config.rate as usize;
+        if live.len() >= rate {
+            return Err(live[live.len() - rate] + span);
+        }
+        Ok(())
+    }
+
+    /// A response, as the driver would receive it (also drawn by the fuzzer as is).
+    #[derive(Arbitrary, Clone, Copy, Debug)]
     pub(crate) enum Resp {
         /// A token with `expires_in` = `LIFETIMES[lifetime]`, `TOKEN_LENS[len]` bytes long.
         Token { lifetime: u8, len: u8 },
@@ -602,19 +620,7 @@ pub(crate) mod ops {
             if live.len() as u32 >= self.config.in_flight {
                 return Err(*live.iter().min().unwrap());
             }
-            // Starts count by their times (a restamp moves one later than those after it).
-            let span = self.config.rate_window_ms + self.config.rate_margin_ms;
-            let mut s: Vec<u64> = self.starts[f]
-                .iter()
-                .copied()
-                .filter(|&at| at + span > self.now)
-                .collect();
-            s.sort_unstable();
-            let rate = self.config.rate as usize;
-            if s.len() >= rate {
-                return Err(s[s.len() - rate] + span);
-            }
-            Ok(())
+            rate_check(&self.config, &self.starts[f], self.now)
         }
 
         /// A ticket was handed out for `k`: single flight and the budget (D5, D9).
@@ -1003,23 +1009,11 @@ pub(crate) mod ops {
     // The `cache_ops` fuzz target's input, decoded by `arbitrary` (here so that the stable
     // replay test `core/tests/fuzz_corpus.rs` decodes the corpus the same way).
 
-    /// A response, as drawn by the fuzzer (see [`Resp`]).
-    #[derive(Arbitrary, Debug)]
-    pub(crate) enum ArbResp {
-        Token { lifetime: u8, len: u8 },
-        Echo { lifetime: u8, own: bool },
-        Server,
-        Gone,
-        TooMany { retry_after: u8 },
-        BadRequest,
-        NotJson,
-    }
-
     /// An operation, as drawn by the fuzzer (see [`Op`]; `Leap` is a large step of `LEAPS`).
     #[derive(Arbitrary, Debug)]
     pub(crate) enum ArbOp {
         Lookup { k: u8, buf: u8 },
-        Feed { k: u8, resp: ArbResp, split: bool },
+        Feed { k: u8, resp: Resp, split: bool },
         Eof { k: u8 },
         Fail { k: u8, transport: u8 },
         Cancel { k: u8 },
@@ -1044,26 +1038,9 @@ pub(crate) mod ops {
     }
 
     fn arb_op(a: &ArbOp) -> Op {
-        let resp = |r: &ArbResp| match *r {
-            ArbResp::Token { lifetime, len } => Resp::Token { lifetime, len },
-            ArbResp::Echo { lifetime, own } => Resp::Echo { lifetime, own },
-            ArbResp::Server => Resp::Server,
-            ArbResp::Gone => Resp::Gone,
-            ArbResp::TooMany { retry_after } => Resp::TooMany { retry_after },
-            ArbResp::BadRequest => Resp::BadRequest,
-            ArbResp::NotJson => Resp::NotJson,
-        };
         match *a {
             ArbOp::Lookup { k, buf } => Op::Lookup { k, buf },
-            ArbOp::Feed {
-                k,
-                resp: ref r,
-                split,
-            } => Op::Feed {
-                k,
-                resp: resp(r),
-                split,
-            },
+            ArbOp::Feed { k, resp, split } => Op::Feed { k, resp, split },
             ArbOp::Eof { k } => Op::Eof { k },
             ArbOp::Fail { k, transport } => Op::Fail { k, transport },
             ArbOp::Cancel { k } => Op::Cancel { k },

@@ -256,20 +256,7 @@ impl Model {
         if live.len() as u32 >= self.config.in_flight {
             return Err(*live.iter().min().unwrap());
         }
-        // Starts count by their times (a restamp moves one later than those after it).
-        let span = self.config.rate_window_ms + self.config.rate_margin_ms;
-        let mut starts: Vec<u64> = self.budgets[flavour]
-            .starts
-            .iter()
-            .copied()
-            .filter(|&at| at + span > self.now)
-            .collect();
-        starts.sort_unstable();
-        let rate = self.config.rate as usize;
-        if starts.len() >= rate {
-            return Err(starts[starts.len() - rate] + span);
-        }
-        Ok(())
+        checks::ops::rate_check(&self.config, &self.budgets[flavour].starts, self.now)
     }
 
     fn issue(&mut self, k: usize, ticket: Ticket) {
