@@ -121,8 +121,9 @@ fn a_trickle_is_cut_at_the_deadline() {
     let started = Instant::now();
     let r = c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap());
     assert!(matches!(r, Err(Error::Deadline { .. })), "{r:?}");
+    // The whole body would take 8 s; the 1.5 s deadline cuts it (1 s slack for a busy machine).
     assert!(
-        started.elapsed() < Duration::from_millis(2000),
+        started.elapsed() < Duration::from_millis(2500),
         "{:?}",
         started.elapsed()
     );

@@ -313,7 +313,7 @@ def test_deadline(emulator_factory: Any) -> None:
     with pytest.raises(ManagedIdentityError) as caught:
         ManagedIdentityCredential(endpoint=e.url, cache=quick(deadline=1.5, backoff=0.1)).get_token(ARM)
     assert caught.value.code == "deadline"
-    assert 1.0 < time.monotonic() - started < 2.5
+    assert 1.0 < time.monotonic() - started < 3.0  # 1.5 s deadline, slack for a busy machine
 
 
 def test_refresh_renews_in_the_background_and_a_failed_one_keeps_the_token(emulator_factory: Any) -> None:
