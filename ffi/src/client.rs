@@ -182,6 +182,28 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A call's deadline. `After` is read from the clock only once the call has to fetch or wait, so
+/// a hit reads one clock (the wall clock of D1), not two.
+#[derive(Clone, Copy)]
+enum Deadline {
+    At(Instant),
+    After(Duration),
+}
+
+impl Deadline {
+    /// The deadline as an instant, fixed the first time it is asked for.
+    fn instant(&mut self) -> Instant {
+        match *self {
+            Deadline::At(at) => at,
+            Deadline::After(d) => {
+                let at = Instant::now() + d;
+                *self = Deadline::At(at);
+                at
+            }
+        }
+    }
+}
+
 /// Milliseconds from now until `at` (epoch ms), as a duration.
 fn until(at: u64) -> Duration {
     Duration::from_millis(at.saturating_sub(now_ms()))
@@ -258,8 +280,9 @@ impl Client {
         resource: &Resource<'_>,
         out: &mut [u8],
     ) -> Result<(usize, u64), Error> {
-        let deadline = Instant::now() + self.shared.config.deadline;
-        self.get_token_until(identity, resource, out, deadline)
+        let key = self.key(identity, resource);
+        let deadline = Deadline::After(self.shared.config.deadline);
+        self.shared.get(&key, out, deadline, 0)
     }
 
     /// [`get_token_into`](Self::get_token_into) with an explicit deadline.
@@ -270,8 +293,12 @@ impl Client {
         out: &mut [u8],
         deadline: Instant,
     ) -> Result<(usize, u64), Error> {
-        self.shared
-            .get(&self.key(identity, resource), out, deadline, 0)
+        self.shared.get(
+            &self.key(identity, resource),
+            out,
+            Deadline::At(deadline),
+            0,
+        )
     }
 
     /// The asyncio path: a hit is copied into `out` and returned at once (`Ok(Some(..))`,
@@ -489,7 +516,7 @@ fn run_job(shared: &Arc<Shared>, job: &Job, buf: &mut [u8]) -> Result<(Vec<u8>, 
         shared.ensure_refresher();
         shared.fetch(ticket, Some(&key), Some(job.deadline), 1, false)?;
     }
-    let (len, expires_on) = shared.get(&key, buf, job.deadline, attempts)?;
+    let (len, expires_on) = shared.get(&key, buf, Deadline::At(job.deadline), attempts)?;
     Ok((buf[..len].to_vec(), expires_on))
 }
 
@@ -499,7 +526,7 @@ impl Shared {
         self: &Arc<Self>,
         key: &Key<'_>,
         out: &mut [u8],
-        deadline: Instant,
+        mut deadline: Deadline,
         mut attempts: u32,
     ) -> Result<(usize, u64), Error> {
         let shared = self;
@@ -527,7 +554,7 @@ impl Shared {
                             // No refresher: this caller refreshes before it returns (the
                             // token in `out` stays valid whatever the refresh does).
                             drop(state);
-                            // The token in `out` is valid whatever this refresh does.
+                            let deadline = deadline.instant();
                             let _ = shared.fetch(ticket, Some(key), Some(deadline), 1, true);
                         }
                     }
@@ -538,12 +565,14 @@ impl Shared {
                     drop(state);
                     shared.ensure_refresher();
                     attempts = attempts.saturating_add(1);
+                    let deadline = deadline.instant();
                     last = shared
                         .fetch(ticket, Some(key), Some(deadline), attempts, false)?
                         .or(last);
                     continue;
                 }
                 Lookup::Pending { retry_at } => {
+                    let deadline = deadline.instant();
                     if Instant::now() >= deadline {
                         return Err(Error::Deadline {
                             last: last.map(|l| l.0),
@@ -556,6 +585,7 @@ impl Shared {
                 Lookup::Throttled { retry_at } => {
                     // The budget frees up at `retry_at` at the latest (the in-flight cap's
                     // answer is a lease end), usually sooner: wait for a completion.
+                    let deadline = deadline.instant();
                     if Instant::now() >= deadline {
                         return Err(Error::Deadline {
                             last: last.map(|l| l.0),
@@ -600,7 +630,7 @@ impl Shared {
                 }
             };
             let wake = Instant::now() + until(wait_until);
-            if wake >= deadline {
+            if wake >= deadline.instant() {
                 return Err(Error::Deadline {
                     last: last.map(|l| l.0),
                 });
