@@ -4,8 +4,6 @@
 //! With `IMDS_BENCH_WRITE=1` the counts are also written to `target/bench/allocs.json` for
 //! `bench_table` (the `make bench` run does that).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 
 use imds_cache::{
@@ -13,49 +11,10 @@ use imds_cache::{
 };
 use imds_cache_benches::{body_samples, write_result, BodyKind, WarmCache, SAMPLE_NOW_SECS};
 
-struct Counting;
-
-thread_local! {
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only `const`
-// thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Allocations made on this thread by `f`.
-fn allocations<R>(f: impl FnOnce() -> R) -> u64 {
-    COUNT.with(|c| c.set(0));
-    WATCHING.with(|w| w.set(true));
-    black_box(f());
-    WATCHING.with(|w| w.set(false));
-    COUNT.with(Cell::get)
-}
+// One allocator for both zero-allocation tests (this one and the driver's).
+#[path = "../../ffi/tests/common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 #[derive(serde::Deserialize)]
 #[allow(dead_code)]

@@ -1,47 +1,13 @@
 //! The driver's hit path allocates nothing: a counting allocator watches the calling thread
 //! while it asks for warm tokens.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use imds_cache::{Flavour, Identity, Resource};
 use imds_cache_ffi::{Client, ClientConfig, OwnedEndpoint, SourceSpec};
 use imds_emulator::{Emulator, Mode};
 
-struct Counting;
-
-thread_local! {
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only `const`
-// thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            COUNT.with(|c| c.set(c.get() + 1));
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 #[test]
 fn hits_allocate_nothing() {
@@ -74,20 +40,16 @@ fn hits_allocate_nothing() {
         }
     }
     // The counter works: an allocation on this thread is seen.
-    WATCHING.with(|w| w.set(true));
-    drop(std::hint::black_box(vec![1u8; 10]));
-    WATCHING.with(|w| w.set(false));
-    assert_eq!(COUNT.with(Cell::get), 1);
-    COUNT.with(|c| c.set(0));
+    assert_eq!(allocations(|| vec![1u8; 10]), 1);
 
-    WATCHING.with(|w| w.set(true));
     let mut total = 0;
-    for round in 0..10_000 {
-        let i = &identities[round % identities.len()];
-        let r = &resources[round % 2];
-        total += client.get_token_into(i, r, &mut buf).unwrap().0;
-    }
-    WATCHING.with(|w| w.set(false));
+    let hit_path = allocations(|| {
+        for round in 0..10_000 {
+            let i = &identities[round % identities.len()];
+            let r = &resources[round % 2];
+            total += client.get_token_into(i, r, &mut buf).unwrap().0;
+        }
+    });
     assert!(total > 0);
-    assert_eq!(COUNT.with(Cell::get), 0, "allocations on the hit path");
+    assert_eq!(hit_path, 0, "allocations on the hit path");
 }

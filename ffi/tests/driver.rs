@@ -7,56 +7,8 @@ use imds_cache::{Config, FailureKind, Flavour, Identity, Resource};
 use imds_cache_ffi::{Client, ClientConfig, Error, OwnedEndpoint, SourceSpec};
 use imds_emulator::{Emulator, Fault, FaultRule, Mode};
 
-const ARM: &str = "https://management.azure.com";
-const RESOURCES: [&str; 3] = [ARM, "https://vault.azure.net", "https://storage.azure.com"];
-
-fn emulator(
-    mode: Mode,
-    identities: usize,
-    tweak: impl FnOnce(&mut imds_emulator::Config),
-) -> Emulator {
-    let mut config = imds_emulator::Config::new(mode);
-    config.identities = identities;
-    tweak(&mut config);
-    Emulator::start(config).expect("emulator starts")
-}
-
-/// A client for the emulator's endpoint, given explicitly.
-fn client_for(e: &Emulator, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
-    let flavour = match e.mode() {
-        Mode::Imds => Flavour::Imds,
-        Mode::AppService2019 => Flavour::AppService2019,
-        Mode::Msi2017 | Mode::AzureMl => Flavour::Msi2017,
-        Mode::CloudShell => Flavour::CloudShell,
-        Mode::Arc => Flavour::Arc,
-        Mode::VmExt => Flavour::VmExtension,
-    };
-    let url = if flavour == Flavour::Imds {
-        e.url()
-    } else {
-        e.token_url()
-    };
-    let secret = matches!(flavour, Flavour::AppService2019 | Flavour::Msi2017)
-        .then(|| e.secret().to_string());
-    let mut config = ClientConfig {
-        source: SourceSpec::Explicit(OwnedEndpoint {
-            flavour,
-            url,
-            secret,
-            default_client_id: None,
-        }),
-        ..ClientConfig::default()
-    };
-    if flavour == Flavour::Arc {
-        config
-            .cache
-            .arc_key_dir
-            .push_str(e.arc_key_dir().to_str().unwrap())
-            .unwrap();
-    }
-    tweak(&mut config);
-    Client::with_config(config).expect("client")
-}
+mod common;
+use common::{client_for, emulator, res, ARM, RESOURCES};
 
 fn issued(e: &Emulator, client_id: &str, resource: &str, token: &[u8]) -> bool {
     e.tokens().iter().any(|t| {
@@ -66,8 +18,33 @@ fn issued(e: &Emulator, client_id: &str, resource: &str, token: &[u8]) -> bool {
     })
 }
 
-fn res(r: &str) -> Resource<'_> {
-    Resource::new(r).unwrap()
+/// The system identity's ARM token and expiry, checked to be one the emulator issued; `case`
+/// names the case in a failure.
+fn system_token(e: &Emulator, client: &Client, case: &dyn std::fmt::Debug) -> (Vec<u8>, u64) {
+    let (token, expires_on) = client
+        .get_token(&Identity::SYSTEM, &res(ARM))
+        .unwrap_or_else(|err| panic!("{case:?}: {err}"));
+    assert!(
+        issued(e, &e.identities()[0].client_id, ARM, &token),
+        "{case:?}"
+    );
+    (token, expires_on)
+}
+
+/// The client ids of the emulator's user-assigned identities (all but the system one).
+fn user_ids(e: &Emulator) -> Vec<String> {
+    e.identities()
+        .iter()
+        .skip(1)
+        .map(|i| i.client_id.clone())
+        .collect()
+}
+
+/// `ids` as client-id selectors.
+fn as_identities(ids: &[String]) -> Vec<Identity<'_>> {
+    ids.iter()
+        .map(|id| Identity::client_id(id).unwrap())
+        .collect()
 }
 
 #[test]
@@ -83,11 +60,7 @@ fn every_flavour_of_the_emulator() {
     ] {
         let e = emulator(mode, 2, |_| {});
         let client = client_for(&e, |_| {});
-        let system = &e.identities()[0];
-        let (token, expires_on) = client
-            .get_token(&Identity::SYSTEM, &res(ARM))
-            .unwrap_or_else(|err| panic!("{mode:?}: {err}"));
-        assert!(issued(&e, &system.client_id, ARM, &token), "{mode:?}");
+        let (token, expires_on) = system_token(&e, &client, &mode);
         let exp = e
             .tokens()
             .iter()
@@ -152,16 +125,8 @@ fn thousand_identities_three_resources_exactly_3000_requests() {
         c.cache.rate_window_ms = 250;
         c.cache.in_flight = 16;
     });
-    let ids: Vec<String> = e
-        .identities()
-        .iter()
-        .skip(1)
-        .map(|i| i.client_id.clone())
-        .collect();
-    let identities: Vec<Identity<'_>> = ids
-        .iter()
-        .map(|id| Identity::client_id(id).unwrap())
-        .collect();
+    let ids = user_ids(&e);
+    let identities = as_identities(&ids);
     let resources: Vec<Resource<'_>> = RESOURCES.iter().map(|r| res(r)).collect();
     let mut calls = 0;
     let (report, errors) = client.prefetch(
@@ -188,10 +153,7 @@ fn real_limits_never_draw_a_429() {
     let e = emulator(Mode::Imds, 10, |_| {});
     let client = client_for(&e, |_| {});
     let ids: Vec<String> = e.identities().iter().map(|i| i.client_id.clone()).collect();
-    let identities: Vec<Identity<'_>> = ids
-        .iter()
-        .map(|id| Identity::client_id(id).unwrap())
-        .collect();
+    let identities = as_identities(&ids);
     let resources: Vec<Resource<'_>> = RESOURCES.iter().map(|r| res(r)).collect();
     let (report, _) = client.prefetch(
         &identities,
@@ -246,10 +208,7 @@ fn faults_get_their_d7_behaviour() {
             c.faults = vec![FaultRule::new(fault.clone()).times(n)]
         });
         let client = client_for(&e, fast);
-        let (token, _) = client
-            .get_token(&Identity::SYSTEM, &res(ARM))
-            .unwrap_or_else(|err| panic!("{fault:?}: {err}"));
-        assert!(issued(&e, &e.identities()[0].client_id, ARM, &token));
+        system_token(&e, &client, &fault);
         assert_eq!(e.stats().requests, n as u64 + 1, "{fault:?}");
     }
     // Terminal: 400 is not retried and is remembered.
@@ -434,12 +393,7 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
     // wait behind the callers waiting for them.
     let e = emulator(Mode::Imds, 100, |_| {});
     let client = client_for(&e, |_| {});
-    let ids: Vec<String> = e
-        .identities()
-        .iter()
-        .skip(1)
-        .map(|i| i.client_id.clone())
-        .collect();
+    let ids = user_ids(&e);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut immediate = 0;
     let threads_before = std::fs::read_dir("/proc/self/task")
@@ -510,13 +464,7 @@ fn the_rest_of_the_fault_list() {
         let e = emulator(Mode::Imds, 0, |c| c.faults = vec![rule]);
         let client = client_for(&e, quick);
         let started = Instant::now();
-        let (token, _) = client
-            .get_token(&Identity::SYSTEM, &res(ARM))
-            .unwrap_or_else(|err| panic!("{fault:?}: {err}"));
-        assert!(
-            issued(&e, &e.identities()[0].client_id, ARM, &token),
-            "{fault:?}"
-        );
+        system_token(&e, &client, &fault);
         assert!(client.stats().failures_retry >= 1, "{fault:?} was retried");
         assert!(started.elapsed() < Duration::from_secs(10), "{fault:?}");
     }
@@ -526,13 +474,7 @@ fn the_rest_of_the_fault_list() {
             c.faults = vec![FaultRule::new(fault.clone())]
         });
         let client = client_for(&e, quick);
-        let (token, _) = client
-            .get_token(&Identity::SYSTEM, &res(ARM))
-            .unwrap_or_else(|err| panic!("{fault:?}: {err}"));
-        assert!(
-            issued(&e, &e.identities()[0].client_id, ARM, &token),
-            "{fault:?}"
-        );
+        system_token(&e, &client, &fault);
         assert_eq!(e.stats().requests, 1, "{fault:?}");
     }
     // Terminal: refused, not retried, remembered.

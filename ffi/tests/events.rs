@@ -5,12 +5,12 @@
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use imds_cache::{FailureKind, Flavour, Identity, Resource};
-use imds_cache_ffi::{Client, ClientConfig, Event, Observer, OwnedEndpoint, SourceSpec};
+use imds_cache::{FailureKind, Flavour, Identity};
+use imds_cache_ffi::{Client, ClientConfig, Event, Observer};
 use imds_emulator::{Emulator, Fault, FaultRule, Mode};
 
-const ARM: &str = "https://management.azure.com";
-const RESOURCES: [&str; 3] = [ARM, "https://vault.azure.net", "https://storage.azure.com"];
+mod common;
+use common::{res, ARM, RESOURCES};
 
 /// An event, owned, with its `Debug` text.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,31 +99,18 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// An IMDS emulator with two user-assigned identities.
 fn emulator(tweak: impl FnOnce(&mut imds_emulator::Config)) -> Emulator {
-    let mut config = imds_emulator::Config::new(Mode::Imds);
-    config.identities = 2;
-    tweak(&mut config);
-    Emulator::start(config).expect("emulator starts")
+    common::emulator(Mode::Imds, 2, tweak)
 }
 
+/// A client for `e` that tells `events`, with short back-offs (the retry tests stay fast).
 fn client_for(e: &Emulator, events: Observer, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
-    let mut config = ClientConfig {
-        source: SourceSpec::Explicit(OwnedEndpoint {
-            flavour: Flavour::Imds,
-            url: e.url(),
-            secret: None,
-            default_client_id: None,
-        }),
-        events: Some(events),
-        ..ClientConfig::default()
-    };
-    config.cache.backoff_initial_ms = 20;
-    tweak(&mut config);
-    Client::with_config(config).expect("client")
-}
-
-fn res(r: &str) -> Resource<'_> {
-    Resource::new(r).unwrap()
+    common::client_for(e, |c| {
+        c.events = Some(events);
+        c.cache.backoff_initial_ms = 20;
+        tweak(c);
+    })
 }
 
 fn request(selector: &str, attempt: u32, refresh: bool) -> Seen {
