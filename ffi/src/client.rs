@@ -22,6 +22,7 @@ use imds_cache::{
     TokenCache, ARC_MAX_KEY_LEN,
 };
 use parking_lot::{Condvar, Mutex};
+use zeroize::Zeroize;
 
 use crate::events::{Event, Observer};
 use crate::http;
@@ -282,7 +283,7 @@ impl Client {
     ) -> Result<(usize, u64), Error> {
         let key = self.key(identity, resource);
         let deadline = Deadline::After(self.shared.config.deadline);
-        self.shared.get(&key, out, deadline, 0)
+        self.shared.get(&key, out, deadline, 0, None)
     }
 
     /// [`get_token_into`](Self::get_token_into) with an explicit deadline.
@@ -298,6 +299,7 @@ impl Client {
             out,
             Deadline::At(deadline),
             0,
+            None,
         )
     }
 
@@ -512,12 +514,18 @@ fn run_job(shared: &Arc<Shared>, job: &Job, buf: &mut [u8]) -> Result<(Vec<u8>, 
         resource,
     };
     let attempts = u32::from(job.ticket.is_some());
+    let mut last = None;
     if let Some(ticket) = job.ticket {
         shared.ensure_refresher();
-        shared.fetch(ticket, Some(&key), Some(job.deadline), 1, false)?;
+        // A failure's detail (the endpoint's error text) goes on to the error `get` returns.
+        last = shared.fetch(ticket, Some(&key), Some(job.deadline), 1, false)?;
     }
-    let (len, expires_on) = shared.get(&key, buf, Deadline::At(job.deadline), attempts)?;
-    Ok((buf[..len].to_vec(), expires_on))
+    let deadline = Deadline::At(job.deadline);
+    let (len, expires_on) = shared.get(&key, buf, deadline, attempts, last)?;
+    let token = buf[..len].to_vec();
+    // The worker's buffer is the driver's own: its copy is wiped here (D13).
+    buf[..len].zeroize();
+    Ok((token, expires_on))
 }
 
 impl Shared {
@@ -528,9 +536,9 @@ impl Shared {
         out: &mut [u8],
         mut deadline: Deadline,
         mut attempts: u32,
+        mut last: Option<(Failure, ErrorDetail)>,
     ) -> Result<(usize, u64), Error> {
         let shared = self;
-        let mut last: Option<(Failure, ErrorDetail)> = None;
         // The observer hears of a call's throttling once, not on every wake-up.
         let mut throttle_told = false;
         loop {

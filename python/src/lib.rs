@@ -2,9 +2,10 @@
 //! the std driver (`imds-cache-ffi`). The public Python API lives in the `imds_cache`
 //! package, which re-exports what it needs from here.
 //!
-//! Waiting never holds the GIL: a blocking call runs inside `allow_threads`, and the asyncio
-//! path hands a miss to the driver's worker pool, whose callback takes the GIL only to
-//! schedule the result on the event loop with `loop.call_soon_threadsafe`.
+//! Waiting never holds the GIL. Both paths hand a miss to the driver's worker pool: a blocking
+//! call waits for the answer inside `allow_threads`, in slices between which signal handlers
+//! run (Ctrl-C interrupts it); the asyncio path's callback takes the GIL only to schedule the
+//! result on the event loop with `loop.call_soon_threadsafe`.
 //!
 //! The driver's events (requests, retries, throttling, refreshes) go to
 //! `logging.getLogger("imds_cache")`, taking the GIL on the driver's thread only when the
@@ -12,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imds_cache::{
@@ -696,8 +697,11 @@ impl Binding {
 
 #[pymethods]
 impl Binding {
-    /// The token for `scope` and its expiry (epoch seconds), blocking with the GIL released.
-    /// `bypass` drops the cached token first (a claims challenge).
+    /// The token for `scope` and its expiry (epoch seconds); `bypass` drops the cached token
+    /// first (a claims challenge). A hit returns at once. A miss goes to the driver's worker
+    /// pool and this thread waits for its answer with the GIL released, in slices of 100 ms
+    /// between which Python's signal handlers run: Ctrl-C raises `KeyboardInterrupt` here at
+    /// once, while the fetch goes on and fills the cache for the next call.
     #[pyo3(signature = (scope, bypass = false))]
     fn get<'py>(
         &self,
@@ -707,7 +711,15 @@ impl Binding {
     ) -> PyResult<(Bound<'py, PyString>, u64)> {
         let (client, identity, resource) = self.parts(py, &scope)?;
         let _ = read_log_gate(py);
-        BUF.with(|buf| {
+        let deadline = Instant::now() + self.deadline;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let notify: Callback = Box::new(move |result| {
+            // Nobody waits any more (interrupted): the copy is wiped, the cache keeps its own.
+            if let Err(mpsc::SendError(Ok((mut token, _)))) = tx.send(result) {
+                token.zeroize();
+            }
+        });
+        let hit = BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             if buf.len() < self.max_token_bytes {
                 buf.resize(self.max_token_bytes, 0);
@@ -717,13 +729,38 @@ impl Binding {
                 if bypass {
                     client.invalidate(&identity, &resource);
                 }
-                client.get_token_into(&identity, &resource, out)
+                client.get_token_or_notify(&identity, &resource, out, deadline, notify)
             });
             match got {
-                Ok((len, expires_on)) => Ok((take_token(py, &mut buf, len)?, expires_on)),
+                Ok(Some((len, expires_on))) => {
+                    Ok(Some((take_token(py, &mut buf, len)?, expires_on)))
+                }
+                Ok(None) => Ok(None),
                 Err(e) => Err(to_pyerr(py, e, client.flavour())),
             }
-        })
+        })?;
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
+        let mut rx = rx;
+        loop {
+            let (back, got) = py.allow_threads(move || {
+                let got = rx.recv_timeout(Duration::from_millis(100));
+                (rx, got)
+            });
+            rx = back;
+            match got {
+                Ok(Ok((mut token, expires_on))) => {
+                    let len = token.len();
+                    return Ok((take_token(py, &mut token, len)?, expires_on));
+                }
+                Ok(Err(e)) => return Err(to_pyerr(py, e, client.flavour())),
+                Err(mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(PyRuntimeError::new_err("the driver dropped the call"))
+                }
+            }
+        }
     }
 
     /// The asyncio path: a hit returns `(token, expires_on)` at once; otherwise `None`, and

@@ -70,10 +70,13 @@ async def test_the_loop_keeps_running_during_a_miss(emulator_factory: Any) -> No
 
 async def test_errors(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     e = emulator_factory("--identities", "1")
-    with pytest.raises(CredentialUnavailableError):
+    with pytest.raises(CredentialUnavailableError) as unavailable:
         await ManagedIdentityCredential(
             client_id="11111111-2222-3333-4444-555555555555", endpoint=e.url, cache=TokenCache()
         ).get_token(ARM)
+    # The endpoint's own error comes through the worker pool too.
+    assert unavailable.value.code == "invalid_request"
+    assert "Identity not found" in unavailable.value.description
     e.faults({"kind": "non_json"})
     with pytest.raises(ManagedIdentityError) as caught:
         await ManagedIdentityCredential(endpoint=e.url, cache=TokenCache()).get_token(ARM)

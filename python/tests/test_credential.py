@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -314,6 +315,29 @@ def test_deadline(emulator_factory: Any) -> None:
         ManagedIdentityCredential(endpoint=e.url, cache=quick(deadline=1.5, backoff=0.1)).get_token(ARM)
     assert caught.value.code == "deadline"
     assert 1.0 < time.monotonic() - started < 3.0  # 1.5 s deadline, slack for a busy machine
+
+
+def test_ctrl_c_interrupts_a_waiting_call_and_the_fetch_still_fills_the_cache(
+    emulator_factory: Any,
+) -> None:
+    e = emulator_factory()
+    e.faults({"kind": "delay", "ms": 3000, "count": 1})
+    credential = ManagedIdentityCredential(endpoint=e.url, cache=TokenCache())
+    timer = threading.Timer(0.3, lambda: signal.raise_signal(signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            credential.get_token(ARM)
+    finally:
+        timer.cancel()
+    interrupted = time.monotonic() - started
+    assert interrupted < 1.5, interrupted  # the 3 s delay was not waited out
+    # The fetch went on: the next call gets its token (waiting for the rest of the delay),
+    # and the emulator saw one request in all.
+    token = credential.get_token(ARM)
+    assert e.issued(token.token) is not None
+    assert e.requests() == 1
 
 
 def test_refresh_renews_in_the_background_and_a_failed_one_keeps_the_token(emulator_factory: Any) -> None:
