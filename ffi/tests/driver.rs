@@ -514,3 +514,34 @@ fn the_rest_of_the_fault_list() {
         "{err}"
     );
 }
+
+/// A failure that reaches the caller through the worker pool carries the endpoint's error
+/// text, as the blocking call's does.
+#[test]
+fn the_pool_passes_the_endpoints_error_on() {
+    let e = emulator(Mode::Imds, 1, |_| {});
+    let missing = Identity::client_id("11111111-2222-3333-4444-555555555555").unwrap();
+    let blocking = client_for(&e, |_| {})
+        .get_token(&missing, &res(ARM))
+        .unwrap_err();
+    assert!(
+        blocking.to_string().contains("Identity not found"),
+        "{blocking}"
+    );
+    let client = client_for(&e, |_| {});
+    let (tx, rx) = std::sync::mpsc::channel();
+    let done: imds_cache_ffi::Callback = Box::new(move |r| {
+        let _ = tx.send(r.map(|(t, _)| t.len()));
+    });
+    let mut out = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = client
+        .get_token_or_notify(&missing, &res(ARM), &mut out, deadline, done)
+        .unwrap();
+    assert!(answer.is_none(), "a miss goes to the pool");
+    let pooled = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(pooled.to_string(), blocking.to_string());
+}
