@@ -1070,7 +1070,8 @@ void imds_cache_free(struct imds_cache *cache);
  * `out_len`, `*out_written` is set to its length and the result is
  * `IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`; `(NULL, 0)` asks for the length (after fetching the
  * token if needed). The copy in `out_buf` is the caller's to wipe (D13). A hit allocates
- * nothing and does no I/O.
+ * nothing and does no I/O. After a failure, `imds_cache_last_error` gives its text (with the
+ * endpoint's own error, if it sent one).
  *
  * # Safety
  * `cache` is a live handle; `identity` a valid identity whose bytes are valid; `resource`
@@ -1085,6 +1086,20 @@ imds_cache_result imds_cache_get_token(const struct imds_cache *cache,
                                        size_t out_len,
                                        size_t *out_written,
                                        uint64_t *out_expires_on);
+
+/**
+ * Writes the text of the last `imds_cache_get_token` that failed on the calling thread: the
+ * driver's error, with the endpoint's own error code and description when it sent them
+ * (e.g. `endpoint answered 400 (…) (HTTP 400): invalid_request Identity not found`), never a
+ * token. A successful call leaves it as it was; no failure yet on this thread is 0 bytes.
+ * The text is UTF-8, not NUL-terminated; `(NULL, 0)` asks for the length
+ * (`IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`, with `*out_written` set).
+ *
+ * # Safety
+ * `buf` is valid for `len` bytes (or NULL when `len` is 0); `out_written` is valid for a
+ * write.
+ */
+imds_cache_result imds_cache_last_error(uint8_t *buf, size_t len, size_t *out_written);
 
 /**
  * Warms the cache with every (identity, resource) pair, up to the budget's `in_flight` fetches

@@ -60,6 +60,14 @@ static void print_result(const char *what, imds_cache_result r) {
     fprintf(stderr, "agent: %s: %.*s (%u)\n", what, (int)n, (const char *)msg, (unsigned)r);
 }
 
+/* A failed imds_cache_get_token, with the failure's text (the endpoint's own error included). */
+static void print_failure(const char *what, imds_cache_result r) {
+    uint8_t text[512];
+    size_t n = 0;
+    if (imds_cache_last_error(text, sizeof text, &n) != IMDS_CACHE_RESULT_OK) n = 0;
+    fprintf(stderr, "agent: %s: %.*s (%u)\n", what, (int)n, (const char *)text, (unsigned)r);
+}
+
 /* ---- the emulator's control API (demo harness, not part of using the library) ---------- */
 
 static char host[256];
@@ -205,7 +213,7 @@ static void *cold_worker(void *arg) {
             if (cold_ok % 500 == 0) printf("  %zu tokens...\n", cold_ok);
             pthread_mutex_unlock(&lock);
         } else {
-            print_result("cold start", r);
+            print_failure("cold start", r);
         }
         memset(token, 0, len); /* the copy is ours to wipe (D13) */
     }

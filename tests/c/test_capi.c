@@ -67,6 +67,14 @@ static void note(imds_cache_result r) {
 #define S(literal) ((const uint8_t *)(literal)), (sizeof(literal) - 1)
 #define STR(cstr) ((const uint8_t *)(cstr)), strlen(cstr)
 
+/* Whether `text[0..n]` (not NUL-terminated) contains `needle`. */
+static int contains(const uint8_t *text, size_t n, const char *needle) {
+    size_t k = strlen(needle), i;
+    for (i = 0; i + k <= n; i++)
+        if (memcmp(text + i, needle, k) == 0) return 1;
+    return 0;
+}
+
 static const char *ARM = "https://management.azure.com";
 static const char *RESOURCES[3] = {"https://management.azure.com", "https://vault.azure.net",
                                    "https://storage.azure.com"};
@@ -347,6 +355,23 @@ static void test_full_handle(void) {
         imds_cache_identity stranger;
         EXPECT(imds_cache_identity_client_id(S("00000000-0000-0000-0000-00000000abcd"), &stranger), IMDS_CACHE_RESULT_OK);
         EXPECT(imds_cache_get_token(h, &stranger, STR(ARM), buf, 16384, &n, &exp), IMDS_CACHE_RESULT_FAILED);
+        /* Its text, with the endpoint's own error: the size query, then the text. */
+        {
+            uint8_t text[512];
+            size_t need = 0, got = 0;
+            EXPECT(imds_cache_last_error(NULL, 0, &need), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
+            CHECK(need > 0 && need <= sizeof text);
+            EXPECT(imds_cache_last_error(text, need - 1, &got), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
+            CHECK(got == need);
+            EXPECT(imds_cache_last_error(text, sizeof text, &got), IMDS_CACHE_RESULT_OK);
+            CHECK(got == need);
+            CHECK(contains(text, got, "HTTP 400") && contains(text, got, "Identity not found"));
+            /* A hit leaves it as it was. */
+            EXPECT(imds_cache_get_token(h, &user, STR(ARM), buf, 16384, &n, &exp), IMDS_CACHE_RESULT_OK);
+            EXPECT(imds_cache_last_error(text, sizeof text, &got), IMDS_CACHE_RESULT_OK);
+            CHECK(got == need && contains(text, got, "Identity not found"));
+            EXPECT(imds_cache_last_error(text, sizeof text, NULL), IMDS_CACHE_RESULT_NULL_POINTER);
+        }
     }
 
     /* Prefetch: both identities × 3 resources. */
@@ -433,6 +458,12 @@ static void test_unavailable_and_deadline(void) {
     /* Nothing listens on port 1: no managed identity here. */
     h = new_full(new_config(IMDS_CACHE_FLAVOUR_IMDS, "http://127.0.0.1:1"));
     EXPECT(imds_cache_get_token(h, &sys_id, STR(ARM), buf, sizeof buf, &n, NULL), IMDS_CACHE_RESULT_UNAVAILABLE);
+    {
+        uint8_t text[256];
+        size_t got = 0;
+        EXPECT(imds_cache_last_error(text, sizeof text, &got), IMDS_CACHE_RESULT_OK);
+        CHECK(contains(text, got, "unavailable"));
+    }
     imds_cache_free(h);
 
     /* An endpoint that answers 503 to everything: retried until the deadline. */
@@ -751,6 +782,12 @@ int main(int argc, char **argv) {
     object_id = argv[6];
     resource_id = argv[7];
 
+    {
+        /* No failure on this thread yet: the last error is empty. */
+        size_t n = 1;
+        EXPECT(imds_cache_last_error(NULL, 0, &n), IMDS_CACHE_RESULT_OK);
+        CHECK(n == 0);
+    }
     test_messages_and_version();
     test_config();
     test_identities();

@@ -2,6 +2,8 @@
 //! refresher thread) and `imds_cache_init` a sans-IO one in caller memory. Both begin with a
 //! magic number, so every call can tell them apart (and refuse the other kind's calls).
 
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use ::imds_cache::{CacheError, Identity, OutcomeClass, RequestError, Resource, S
 use super::config::imds_cache_config;
 use super::identity::{identity_of, imds_cache_identity, imds_cache_str};
 use super::sansio::SansIo;
-use super::{bytes, bytes_mut, guard, imds_cache_result, non_null, put};
+use super::{bytes, bytes_mut, guard, imds_cache_result, non_null, put, write_bytes_out};
 use crate::{Client, ClientConfig, Error};
 
 /// A token cache. Opaque. Either a full handle (`imds_cache_new`, freed with
@@ -276,7 +278,8 @@ pub unsafe extern "C" fn imds_cache_free(cache: *mut imds_cache) {
 /// `out_len`, `*out_written` is set to its length and the result is
 /// `IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`; `(NULL, 0)` asks for the length (after fetching the
 /// token if needed). The copy in `out_buf` is the caller's to wipe (D13). A hit allocates
-/// nothing and does no I/O.
+/// nothing and does no I/O. After a failure, `imds_cache_last_error` gives its text (with the
+/// endpoint's own error, if it sent one).
 ///
 /// # Safety
 /// `cache` is a live handle; `identity` a valid identity whose bytes are valid; `resource`
@@ -293,14 +296,20 @@ pub unsafe extern "C" fn imds_cache_get_token(
     out_written: *mut usize,
     out_expires_on: *mut u64,
 ) -> imds_cache_result {
-    guard(|| {
+    let mut told = false;
+    let result = guard(|| {
         // SAFETY: forwarded contract (for each call below).
         let client = &unsafe { full(cache)? }.client;
         non_null(out_written)?;
         let identity = unsafe { identity_of(identity)? };
         let resource = unsafe { resource_of(resource, resource_len)? };
         let out = unsafe { bytes_mut(out_buf, out_len)? };
-        match client.get_token_into(&identity, &resource, out) {
+        let got = client.get_token_into(&identity, &resource, out);
+        if let Err(e) = &got {
+            remember(format_args!("{e}"));
+            told = true;
+        }
+        match got {
             Ok((len, expires_on)) => {
                 // SAFETY: checked not NULL / NULL allowed; valid by contract.
                 unsafe {
@@ -318,6 +327,47 @@ pub unsafe extern "C" fn imds_cache_get_token(
             }
             Err(e) => Err(from_error(e)),
         }
+    });
+    if result != imds_cache_result::Ok && !told {
+        remember(format_args!("{}", result.message()));
+    }
+    result
+}
+
+thread_local! {
+    /// The text of the last failed `imds_cache_get_token` on this thread (never a token).
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn remember(text: fmt::Arguments<'_>) {
+    LAST_ERROR.with(|last| {
+        let mut last = last.borrow_mut();
+        last.clear();
+        let _ = last.write_fmt(text);
+    });
+}
+
+/// Writes the text of the last `imds_cache_get_token` that failed on the calling thread: the
+/// driver's error, with the endpoint's own error code and description when it sent them
+/// (e.g. `endpoint answered 400 (…) (HTTP 400): invalid_request Identity not found`), never a
+/// token. A successful call leaves it as it was; no failure yet on this thread is 0 bytes.
+/// The text is UTF-8, not NUL-terminated; `(NULL, 0)` asks for the length
+/// (`IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`, with `*out_written` set).
+///
+/// # Safety
+/// `buf` is valid for `len` bytes (or NULL when `len` is 0); `out_written` is valid for a
+/// write.
+#[no_mangle]
+pub unsafe extern "C" fn imds_cache_last_error(
+    buf: *mut u8,
+    len: usize,
+    out_written: *mut usize,
+) -> imds_cache_result {
+    guard(|| {
+        LAST_ERROR.with(|last| {
+            // SAFETY: forwarded contract.
+            unsafe { write_bytes_out(last.borrow().as_bytes(), buf, len, out_written) }
+        })
     })
 }
 
