@@ -416,9 +416,16 @@ mod tests {
                 })
         };
         let good = *b"fe83865b-495e-4ec7-9574-12b264882c9f";
+        // Miri (≈ 150 s for all 9,216 cases) takes the edges of the byte classes only.
+        let all: [u8; 256] = core::array::from_fn(|b| b as u8);
+        let bytes: &[u8] = if cfg!(miri) {
+            b"\0 -/09:@AFG`afg\x7f\x80\xff"
+        } else {
+            &all
+        };
         let mut seen = [0usize; 2];
         for i in 0..GUID_LEN {
-            for c in 0..=255u8 {
+            for &c in bytes {
                 let mut b = good;
                 b[i] = c;
                 assert_eq!(is_guid(&b), plain(&b), "{i} {c}");
