@@ -693,6 +693,30 @@ impl Binding {
             .map_err(|e| PyValueError::new_err(format!("scope: {e}")))?;
         Ok((client, identity, resource))
     }
+
+    /// The first step of both paths: `lookup` (a `get_token_or_notify`) runs on this thread's
+    /// token buffer; a hit becomes `(token, expires_on)` and the buffer is wiped, `None` means
+    /// the notify callback will answer.
+    fn hit_or_notify<'py>(
+        &self,
+        py: Python<'py>,
+        flavour: Flavour,
+        lookup: impl FnOnce(&mut [u8]) -> Result<Option<(usize, u64)>, Error>,
+    ) -> PyResult<Option<(Bound<'py, PyString>, u64)>> {
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < self.max_token_bytes {
+                buf.resize(self.max_token_bytes, 0);
+            }
+            match lookup(&mut buf[..]) {
+                Ok(Some((len, expires_on))) => {
+                    Ok(Some((take_token(py, &mut buf, len)?, expires_on)))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(to_pyerr(py, e, flavour)),
+            }
+        })
+    }
 }
 
 #[pymethods]
@@ -719,25 +743,13 @@ impl Binding {
                 token.zeroize();
             }
         });
-        let hit = BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            if buf.len() < self.max_token_bytes {
-                buf.resize(self.max_token_bytes, 0);
-            }
-            let out = &mut buf[..];
-            let got = py.allow_threads(|| {
+        let hit = self.hit_or_notify(py, client.flavour(), |out| {
+            py.allow_threads(|| {
                 if bypass {
                     client.invalidate(&identity, &resource);
                 }
                 client.get_token_or_notify(&identity, &resource, out, deadline, notify)
-            });
-            match got {
-                Ok(Some((len, expires_on))) => {
-                    Ok(Some((take_token(py, &mut buf, len)?, expires_on)))
-                }
-                Ok(None) => Ok(None),
-                Err(e) => Err(to_pyerr(py, e, client.flavour())),
-            }
+            })
         })?;
         if let Some(hit) = hit {
             return Ok(hit);
@@ -809,18 +821,8 @@ impl Binding {
                 let _ = call_soon_threadsafe.call1(py, (done, value, error));
             })
         });
-        BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            if buf.len() < self.max_token_bytes {
-                buf.resize(self.max_token_bytes, 0);
-            }
-            match client.get_token_or_notify(&identity, &resource, &mut buf, deadline, notify) {
-                Ok(Some((len, expires_on))) => {
-                    Ok(Some((take_token(py, &mut buf, len)?, expires_on)))
-                }
-                Ok(None) => Ok(None),
-                Err(e) => Err(to_pyerr(py, e, flavour)),
-            }
+        self.hit_or_notify(py, flavour, |out| {
+            client.get_token_or_notify(&identity, &resource, out, deadline, notify)
         })
     }
 
