@@ -11,8 +11,10 @@
 //! `logging.getLogger("imds_cache")`, taking the GIL on the driver's thread only when the
 //! logger is enabled for the event's level. Never a token: the events carry none.
 
+mod exit_gate;
+
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,10 +42,6 @@ thread_local! {
 
 /// `logging.getLogger("imds_cache")`: loggers are never replaced, so one lookup does.
 static LOGGER: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-
-/// Set at interpreter exit: from then on driver threads no longer take the GIL to log (a
-/// thread asking for it during finalization would never get it).
-static QUIET: AtomicBool = AtomicBool::new(false);
 
 /// The lowest of DEBUG/INFO/WARNING the logger was last seen enabled for (low byte; 255 for
 /// none) and when (epoch ms, above it): driver events below it are dropped without taking
@@ -119,10 +117,10 @@ fn event_level(event: &Event<'_>) -> u8 {
 /// The driver's observer: logs an event to `imds_cache` if the logger wants it.
 fn log_event(event: &Event<'_>) {
     let level = event_level(event);
-    if QUIET.load(Ordering::Relaxed) || !log_gate_open(level) {
+    if exit_gate::closed() || !log_gate_open(level) {
         return;
     }
-    Python::with_gil(|py| {
+    exit_gate::with_gil(|py| {
         // A failing handler is logging's business (`Handler.handleError`), not the cache's.
         let _ = log_in_python(py, event, level);
     });
@@ -200,18 +198,6 @@ fn log_in_python(py: Python<'_>, event: &Event<'_>, level: u8) -> PyResult<()> {
         .getattr("log")?
         .call(call.downcast_into::<PyTuple>()?, None)?;
     Ok(())
-}
-
-/// `atexit`: stop logging from driver threads (see [`QUIET`]).
-#[pyfunction]
-fn _quiet() {
-    QUIET.store(true, Ordering::Relaxed);
-}
-
-/// Drops clients with the GIL released: the last one of an endpoint joins its refresher,
-/// which may be waiting for the GIL to log.
-fn drop_without_gil<T: Send>(clients: T) {
-    Python::with_gil(|py| py.allow_threads(move || drop(clients)));
 }
 
 /// The Python names of the flavours (`flavour=` of the credential, `Binding.flavour`).
@@ -605,6 +591,7 @@ impl TokenCache {
         endpoint: Option<String>,
         secret: Option<String>,
     ) -> PyResult<(usize, usize, Vec<(usize, PyObject)>)> {
+        let inside = exit_gate::enter_from_python()?;
         let deadline = Instant::now() + seconds("timeout", timeout)?;
         let _ = read_log_gate(py);
         let source = Self::source(flavour, endpoint, secret, None)?;
@@ -625,7 +612,10 @@ impl TokenCache {
             .and_then(|s| self.client(s))
             .map_err(|e| to_pyerr(py, e, Flavour::Imds))?;
         let flavour = client.flavour();
-        let (report, errors) = py.allow_threads(|| client.prefetch(&ids, &res, deadline, |_| {}));
+        // Each finished key checks the gate: a prefetch in a daemon thread parks at exit.
+        let (report, errors) = exit_gate::allow_threads(py, &inside, || {
+            client.prefetch(&ids, &res, deadline, |_| exit_gate::park_if_closed(&inside))
+        });
         let errors = errors
             .into_iter()
             .map(|(i, e)| (i, to_pyerr(py, e, flavour).into_value(py).into_any()))
@@ -660,7 +650,8 @@ impl Drop for TokenCache {
     fn drop(&mut self) {
         let clients = std::mem::take(self.clients.get_mut().unwrap_or_else(|p| p.into_inner()));
         if !clients.is_empty() {
-            drop_without_gil(clients);
+            // The last client of an endpoint joins its refresher, which may wait for the GIL.
+            exit_gate::drop_released(clients);
         }
     }
 }
@@ -733,6 +724,7 @@ impl Binding {
         scope: PyBackedStr,
         bypass: bool,
     ) -> PyResult<(Bound<'py, PyString>, u64)> {
+        let inside = exit_gate::enter_from_python()?;
         let (client, identity, resource) = self.parts(py, &scope)?;
         let _ = read_log_gate(py);
         let deadline = Instant::now() + self.deadline;
@@ -744,7 +736,7 @@ impl Binding {
             }
         });
         let hit = self.hit_or_notify(py, client.flavour(), |out| {
-            py.allow_threads(|| {
+            exit_gate::allow_threads(py, &inside, || {
                 if bypass {
                     client.invalidate(&identity, &resource);
                 }
@@ -756,7 +748,7 @@ impl Binding {
         }
         let mut rx = rx;
         loop {
-            let (back, got) = py.allow_threads(move || {
+            let (back, got) = exit_gate::allow_threads(py, &inside, move || {
                 let got = rx.recv_timeout(Duration::from_millis(100));
                 (rx, got)
             });
@@ -795,7 +787,10 @@ impl Binding {
             client.invalidate(&identity, &resource);
         }
         let notify: Callback = Box::new(move |result| {
-            Python::with_gil(|py| {
+            // At exit nobody awaits the answer: the token copy is wiped, the cache keeps its own.
+            let mut result = Some(result);
+            exit_gate::with_gil(|py| {
+                let Some(result) = result.take() else { return };
                 let (value, error) = match result {
                     Ok((mut token, expires_on)) => {
                         let len = token.len();
@@ -819,7 +814,10 @@ impl Binding {
                 };
                 // A closed loop cannot take the answer: nobody is waiting any more.
                 let _ = call_soon_threadsafe.call1(py, (done, value, error));
-            })
+            });
+            if let Some(Ok((mut token, _))) = result {
+                token.zeroize();
+            }
         });
         self.hit_or_notify(py, flavour, |out| {
             client.get_token_or_notify(&identity, &resource, out, deadline, notify)
@@ -852,23 +850,23 @@ impl Drop for Binding {
         // Only the last holder's drop joins the refresher.
         if let Ok(client) = client {
             if Arc::strong_count(&client) == 1 {
-                drop_without_gil(client);
+                exit_gate::drop_released(client);
             }
         }
     }
 }
 
-/// The module: `TokenCache`, `Binding`, `__version__` (the Cargo version), `_quiet`
-/// (registered with `atexit`).
+/// The module: `TokenCache`, `Binding`, `__version__` (the Cargo version), `_close_gate`
+/// (registered with `atexit`, see [`exit_gate`]).
 #[pymodule]
 fn _imds_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<TokenCache>()?;
     m.add_class::<Binding>()?;
-    m.add_function(wrap_pyfunction!(_quiet, m)?)?;
-    let quiet = m.getattr("_quiet")?;
+    m.add_function(wrap_pyfunction!(exit_gate::_close_gate, m)?)?;
+    let close = m.getattr("_close_gate")?;
     m.py()
         .import("atexit")?
-        .call_method1("register", (quiet,))?;
+        .call_method1("register", (close,))?;
     Ok(())
 }

@@ -1,10 +1,10 @@
 # Hand-written stub of the native module (checked by `python -m mypy.stubtest imds_cache`).
 from typing import Any, Callable, Dict, List, Optional, Tuple, final
 
-__all__ = ["Binding", "TokenCache", "__version__", "_quiet"]
+__all__ = ["Binding", "TokenCache", "__version__", "_close_gate"]
 __version__: str
 
-def _quiet() -> None: ...
+def _close_gate() -> None: ...
 
 @final
 class TokenCache:
