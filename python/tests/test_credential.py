@@ -102,14 +102,23 @@ def test_identity_selection(imds: Emulator) -> None:
         assert issued is not None and issued["client_id"] == user["client_id"], credential
     # client_id twice is one key: one request; object and resource ids are keys of their own.
     assert imds.requests() == 3
+    # azure-identity's other spellings of a resource id are the same key: no new request.
+    for spelling in ("mi_res_id", "msi_res_id"):
+        again = ManagedIdentityCredential(identity_config={spelling: user["resource_id"]}, cache=cache)
+        issued = imds.issued(again.get_token(ARM).token)
+        assert issued is not None and issued["client_id"] == user["client_id"]
+    assert imds.requests() == 3
     with pytest.raises(ValueError):
         ManagedIdentityCredential(client_id=user["client_id"], identity_config={"object_id": user["object_id"]})
     with pytest.raises(ValueError):
         ManagedIdentityCredential(identity_config={"object_id": "a", "resource_id": "b"})
     with pytest.raises(ValueError):
         ManagedIdentityCredential(client_id="not-a-guid")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mi_res_id") as unknown:
         ManagedIdentityCredential(identity_config={"principal": "x"})
+    # The message lists every key that is known.
+    for known in ("client_id", "object_id", "resource_id", "mi_res_id", "msi_res_id"):
+        assert known in str(unknown.value)
     with pytest.raises(ValueError):
         ways[0].get_token(ARM, VAULT)
     with pytest.raises(ValueError):
@@ -594,33 +603,3 @@ def test_errors_carry_code_and_description_and_no_token(emulator_factory: Any) -
     for text in (str(error), repr(error), error.description, error.message):
         for t in e.tokens():
             assert t["token"] not in text
-
-
-def test_cli(imds: Emulator) -> None:
-    import json
-    import subprocess
-
-    env = dict(os.environ)
-    assert SCRIPT.exists(), "the console script is installed"
-    out = subprocess.run(
-        [str(SCRIPT), "token", "--resource", ARM, "--json"],
-        env=env, capture_output=True, text=True, timeout=30, check=True,
-    ).stdout
-    data = json.loads(out)
-    issued = imds.issued(data["accessToken"])
-    assert issued is not None and data["expires_on"] == issued["exp"] and data["tokenType"] == "Bearer"
-    user = imds.user(3)
-    out = subprocess.run(
-        [sys.executable, "-m", "imds_cache", "token", "--resource", VAULT, "--object-id", user["object_id"]],
-        env=env, capture_output=True, text=True, timeout=30, check=True,
-    ).stdout.strip()
-    issued = imds.issued(out)
-    assert issued is not None and issued["client_id"] == user["client_id"]
-    bad = subprocess.run(
-        [sys.executable, "-m", "imds_cache", "token", "--resource", ARM, "--client-id", "11111111-2222-3333-4444-555555555555"],
-        env=env, capture_output=True, text=True, timeout=30,
-    )
-    assert bad.returncode == 1 and "Identity not found" in bad.stderr
-    usage = subprocess.run([sys.executable, "-m", "imds_cache", "token"], capture_output=True, text=True)
-    assert usage.returncode == 2
-

@@ -56,8 +56,6 @@ class TokenCache:
     seconds later. Times are in seconds.
     """
 
-    refresh_margin: float
-
     def __init__(
         self,
         *,
@@ -98,7 +96,6 @@ class TokenCache:
             verify_client_id=verify_client_id,
             arc_key_dir=arc_key_dir,
         )
-        self.refresh_margin = refresh_margin
         _CACHES.add(self)
 
     def stats(self) -> Dict[str, int]:
@@ -150,40 +147,40 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-_KINDS = ("client_id", "object_id", "resource_id")
+# identity_config keys and the selector each names: azure-identity's own spellings, and the
+# query parameter names it also accepts for an ARM resource id.
+_CONFIG_KEYS = {
+    "client_id": "client_id",
+    "object_id": "object_id",
+    "resource_id": "resource_id",
+    "mi_res_id": "resource_id",
+    "msi_res_id": "resource_id",
+}
 
 
 def _selector(
     client_id: Optional[str], identity_config: Optional[Mapping[str, str]]
 ) -> Tuple[str, Optional[str]]:
-    """azure-identity's constructor rules: ``client_id`` or one of ``identity_config``'s
-    ``client_id`` / ``object_id`` / ``resource_id``, at most one; none is system-assigned."""
+    """azure-identity's constructor rules: ``client_id`` or one ``identity_config`` entry
+    (``client_id``, ``object_id``, ``resource_id``, or ``mi_res_id`` / ``msi_res_id`` for a
+    resource id), at most one; none is system-assigned."""
     given: List[Tuple[str, str]] = []
     if client_id is not None:
         given.append(("client_id", client_id))
     for key, value in (identity_config or {}).items():
-        if key not in _KINDS:
+        kind = _CONFIG_KEYS.get(key)
+        if kind is None:
             raise ValueError(
-                f"identity_config key {key!r} is not one of client_id, object_id, resource_id"
+                f"identity_config key {key!r} is not one of {', '.join(_CONFIG_KEYS)}"
             )
         if value is not None:
-            given.append((key, value))
+            given.append((kind, value))
     if len(given) > 1:
         raise ValueError(
-            "ManagedIdentityCredential takes at most one of client_id, "
-            "identity_config['client_id'], ['object_id'] or ['resource_id']"
+            "ManagedIdentityCredential takes at most one identity: client_id or one "
+            f"identity_config entry, got {', '.join(k for k, _ in given)}"
         )
     return given[0] if given else ("system", None)
-
-
-def refresh_time(expires_on: int, now: float, margin: float) -> int:
-    """When a credential stops answering with the same token object: DESIGN D8 without
-    the per-key jitter (half the lifetime left when that is two hours or more, else
-    ``margin`` seconds before expiry). The driver refreshes in the background by then."""
-    left = expires_on - now
-    if left >= 7200:
-        return int(min(now + left / 2, expires_on - margin))
-    return int(expires_on - margin)
 
 
 def describe(kind: str, value: Optional[str]) -> str:
@@ -244,19 +241,19 @@ class CredentialBase:
         self, scopes: Tuple[str, ...], token: str, expires_on: int, started: float
     ) -> Tuple[AccessToken, AccessTokenInfo]:
         now = time.time()
-        # The cache's own refresh time (with its per-key jitter); the D8 rule without jitter
-        # if the token was already evicted again.
+        # The cache's own refresh time (the rule and its per-key jitter live in the core);
+        # `None` when the token is no longer held there: then nothing is memoised and the
+        # next call asks the cache again.
         refresh_on = self._binding.refresh_on(scopes[0])
-        if refresh_on is None:
-            refresh_on = refresh_time(expires_on, now, self._cache.refresh_margin)
         old = self._tokens.get(scopes)
         at = AccessToken(token, expires_on)
         info = AccessTokenInfo(token, expires_on, refresh_on=refresh_on)
-        self._tokens[scopes] = (refresh_on, at)
-        self._infos[scopes] = (refresh_on, info)
+        if refresh_on is not None:
+            self._tokens[scopes] = (refresh_on, at)
+            self._infos[scopes] = (refresh_on, info)
         if _LOG.isEnabledFor(logging.DEBUG):
             _LOG.debug(
-                "%s token for %s, %s: expires_on=%d, refresh_on=%d, %.1f ms",
+                "%s token for %s, %s: expires_on=%d, refresh_on=%s, %.1f ms",
                 "refreshed" if old is not None and old[1].token != token else "got",
                 self._who,
                 scopes[0],
