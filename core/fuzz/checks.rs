@@ -576,7 +576,7 @@ pub(crate) mod ops {
         last_ticket: HashMap<usize, Ticket>,
         /// The last token stored per key (cleared by `invalidate`), with its expiry.
         stored: HashMap<usize, (Vec<u8>, u64)>,
-        /// Request starts per endpoint as the core counts them (`request` moves a live
+        /// Request starts per endpoint as the core counts them (`request_at` moves a live
         /// ticket's to the time it is written), and the times tickets were handed out.
         starts: [Vec<u64>; 2],
         issued: [Vec<u64>; 2],
@@ -768,7 +768,10 @@ pub(crate) mod ops {
                 write!(f, "feed key {k} {resp:?} at T0+{at}")
             });
             let mut req = [0u8; 2048];
-            match self.cache.request(t, &endpoint(flavour_of(c)), &mut req) {
+            match self
+                .cache
+                .request_at(t, &endpoint(flavour_of(c)), self.now, &mut req)
+            {
                 Ok(_) => {
                     assert!(live, "{ctx}: request for a stale ticket");
                     // The start counts from when the request is written (the core's clock).
@@ -2026,7 +2029,7 @@ pub(crate) mod req {
         );
     }
 
-    /// The same key through a cache: `request` writes what `write_request` wrote; for Arc,
+    /// The same key through a cache: `request_at` writes what `write_request` wrote; for Arc,
     /// after the challenge, `complete_challenge` writes `write_request` with the checked key.
     fn through_the_cache(
         endpoint: &Endpoint<'_>,
@@ -2052,7 +2055,7 @@ pub(crate) mod req {
             direct.clone()
         };
         let mut out = vec![0u8; first.as_ref().map_or(4096, |w| w.bytes.len())];
-        match (cache.request(ticket, endpoint, &mut out), &first) {
+        match (cache.request_at(ticket, endpoint, now, &mut out), &first) {
             (Ok(d), Ok(w)) => {
                 assert!(w.describes(&d), "{d:?} against {w:?}");
                 assert_eq!(&out[..d.len], &w.bytes[..], "the cache's request");

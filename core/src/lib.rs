@@ -22,7 +22,7 @@
 //!
 //! // The request to send, written into a caller buffer.
 //! let mut request = [0u8; 2048];
-//! let to = cache.request(ticket, &Endpoint::IMDS, &mut request).unwrap();
+//! let to = cache.request_at(ticket, &Endpoint::IMDS, now, &mut request).unwrap();
 //! assert!(request[..to.len].starts_with(b"GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net"));
 //!
 //! // The bytes received, fed as they arrive (the caller keeps them).
@@ -70,7 +70,8 @@ pub use response::{
     FailureKind, OutcomeClass, TimeField, TokenBody, MAX_CODE_LEN, MAX_DESCRIPTION_LEN,
 };
 pub use storage::{
-    ArrayStorage, BufferStorage, SliceStorage, Slot, Storage, StorageError, BLOCK_SIZE,
+    layout, ArrayStorage, BufferStorage, SliceStorage, Slot, Storage, StorageError, StorageLayout,
+    BLOCK_SIZE, DEFAULT_BYTES_PER_ENTRY,
 };
 pub use time::{parse_expires_on, parse_http_date, parse_seconds, TimeError, YEAR_2001};
 

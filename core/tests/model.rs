@@ -27,7 +27,7 @@
 //! written: `failure_persistence` is off).
 //!
 //! Budget (D9) in the model: a ticket's start is counted when it is handed out and moved to the
-//! time its request is written (`request`), and a start frees its place `rate_window_ms +
+//! time its request is written (`request_at`), and a start frees its place `rate_window_ms +
 //! rate_margin_ms` later; ticket hand-out times never exceed `rate` per window.
 
 use std::cell::RefCell;
@@ -150,7 +150,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 /// The request budget of one endpoint (D9).
 #[derive(Debug, Default)]
 struct ModelBudget {
-    /// Request starts in the order they were counted; `request` moves a live ticket's start to
+    /// Request starts in the order they were counted; `request_at` moves a live ticket's start to
     /// the time the request is written.
     starts: Vec<u64>,
     /// The times tickets were handed out (for the sliding-window invariant).
@@ -638,7 +638,7 @@ impl Run<'_> {
 
     fn feed(&mut self, k: usize, resp: Resp, split: bool) {
         let c = canon(k);
-        // `request` reads the clock the core last saw, not the driver's.
+        // The request is written at the clock the core last saw, not the driver's.
         let Some((t, live)) = self.ticket(k, None) else {
             return;
         };
@@ -647,11 +647,14 @@ impl Run<'_> {
             self.now.max(self.model.now) - T0
         );
         let mut req = [0u8; 2048];
-        match self.cache.request(t, &endpoint(flavour_of(c)), &mut req) {
+        match self
+            .cache
+            .request_at(t, &endpoint(flavour_of(c)), self.model.now, &mut req)
+        {
             Ok(d) => {
                 assert!(live, "{ctx}: request written for a stale ticket");
                 assert!(req[..d.len].windows(4).any(|w| w == b"\r\n\r\n"), "{ctx}");
-                // The start counts from now on (`request` is `request_at` the core's clock).
+                // The start counts from now on (`request_at` the core's clock).
                 let l = self.model.entries[&c].ticket.unwrap();
                 let at = &mut self.model.budgets[flavour_of(c)].starts[l.start];
                 *at = (*at).max(self.model.now);

@@ -1,7 +1,10 @@
 //! The cache driven with a fake clock through every transition of D4–D9.
 
 use super::*;
-use crate::SliceStorage;
+use crate::{
+    Config, ConfigError, Endpoint, Failure, FailureKind, Flavour, Identity, Resource, SliceStorage,
+    Slot, Storage, StorageError,
+};
 use std::boxed::Box;
 use std::format;
 use std::string::String;
@@ -96,7 +99,7 @@ fn miss_fetch_request_feed_hit() {
     let k = key(1);
     let t = fetch(&mut c, &k, T0);
     let mut req = [0u8; 1024];
-    let d = c.request(t, &Endpoint::IMDS, &mut req).unwrap();
+    let d = c.request_at(t, &Endpoint::IMDS, T0, &mut req).unwrap();
     let text = core::str::from_utf8(&req[..d.len]).unwrap();
     assert!(text.starts_with("GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com&client_id=00000001-0000-4000-8000-000000000000 HTTP/1.1\r\n"), "{text}");
     assert!(text.contains("Metadata: true\r\n"));
@@ -862,7 +865,7 @@ fn arc_two_steps() {
     .unwrap();
     let t = fetch(&mut c, &k, T0);
     let mut req = [0u8; 1024];
-    c.request(t, &ep, &mut req).unwrap();
+    c.request_at(t, &ep, T0, &mut req).unwrap();
     let mut challenge = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=/tmp/azcm/abc.key\r\nContent-Length: 2\r\n\r\n{}".to_vec();
     match c.feed(t, &mut challenge, T0).unwrap() {
         Feed::Done(Done::NeedKeyFile { path }) => assert_eq!(path, "/tmp/azcm/abc.key"),
@@ -919,11 +922,12 @@ fn request_needs_the_key_flavour() {
     let ep =
         Endpoint::from_url(Flavour::AppService2019, "http://localhost:4141/MSI/token").unwrap();
     assert_eq!(
-        c.request(t, &ep, &mut [0; 1024]).unwrap_err(),
+        c.request_at(t, &ep, T0, &mut [0; 1024]).unwrap_err(),
         CacheError::WrongEndpoint
     );
     assert!(matches!(
-        c.request(t, &Endpoint::IMDS, &mut [0; 8]).unwrap_err(),
+        c.request_at(t, &Endpoint::IMDS, T0, &mut [0; 8])
+            .unwrap_err(),
         CacheError::Request(_)
     ));
 }
@@ -1128,4 +1132,72 @@ fn tickets_round_trip_through_bits() {
         c.cancel(Ticket::from_bits(u64::MAX)),
         Err(CacheError::StaleTicket)
     );
+}
+
+#[test]
+fn every_cache_error_has_a_listed_unique_snake_case_code() {
+    use crate::{ArcError, RequestError};
+    let all = [
+        CacheError::CacheFull,
+        CacheError::StaleTicket,
+        CacheError::WrongEndpoint,
+        CacheError::NoChallenge,
+        CacheError::Throttled { retry_at: 1 },
+        CacheError::Request(RequestError::MissingSecret),
+        CacheError::ArcKey(ArcError::EmptyKey),
+    ];
+    // Exhaustive: a new variant fails to compile here until it is added to `all` above.
+    for e in all {
+        match e {
+            CacheError::CacheFull
+            | CacheError::StaleTicket
+            | CacheError::WrongEndpoint
+            | CacheError::NoChallenge
+            | CacheError::Throttled { .. }
+            | CacheError::Request(_)
+            | CacheError::ArcKey(_) => {}
+        }
+    }
+    let codes: Vec<&str> = all.iter().map(CacheError::code).collect();
+    assert_eq!(codes, CacheError::CODES);
+    for (i, code) in codes.iter().enumerate() {
+        assert!(!codes[..i].contains(code), "{code} used twice");
+        assert!(
+            !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{code}"
+        );
+    }
+}
+
+/// A cache built with [`crate::layout`] holds `capacity` entries of `bytes_per_entry` arena
+/// bytes (key and token together), and one more evicts.
+#[test]
+fn a_layout_holds_its_capacity() {
+    let (capacity, bytes) = (8, 2 * BLOCK_SIZE_T);
+    let l = crate::layout(capacity, bytes).unwrap();
+    let mut c = TokenCache::with_slices(
+        Config::DEFAULT,
+        vec![Slot::EMPTY; l.slots],
+        vec![0u32; l.index_len],
+        vec![0u8; l.arena_len],
+        vec![0u32; l.blocks],
+    )
+    .unwrap();
+    assert_eq!(c.capacity(), capacity);
+    let key_len = key(0).encoded_len();
+    let token: String = "t".repeat(bytes - key_len);
+    for i in 0..capacity {
+        fill(&mut c, &key(i), T0, &token, H);
+    }
+    let m = c.memory();
+    assert_eq!(
+        (c.len(), m.blocks_used, m.data_bytes),
+        (capacity, l.blocks, capacity * bytes)
+    );
+    assert_eq!(c.stats().evictions, 0);
+    for i in 0..capacity {
+        assert_eq!(hit(&mut c, &key(i), T0 + 1).0, token);
+    }
+    let _ = fetch(&mut c, &key(capacity), T0 + 2);
+    assert_eq!(c.stats().evictions, 1);
 }

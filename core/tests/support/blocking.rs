@@ -72,7 +72,7 @@ pub(crate) fn fetch<S: Storage>(
 ) -> Result<(), String> {
     let mut request = [0u8; 8192];
     let mut d = cache
-        .request(ticket, endpoint, &mut request)
+        .request_at(ticket, endpoint, now_ms(), &mut request)
         .map_err(|e| e.to_string())?;
     loop {
         let Some(path) = exchange(cache, ticket, &request[..d.len], (d.host, d.port))? else {

@@ -1,0 +1,390 @@
+//! The fixed-capacity token cache: lookup, tickets, single-flight, refresh, retry, budget,
+//! eviction (D3–D9, D13).
+//!
+//! Call order, as a driver sees it (quinn-proto style: every input carries `now`, in ms):
+//!
+//! 1. [`TokenCache::lookup`] answers a [`Lookup`]. On `Hit` use the token (and if it carries a
+//!    refresh ticket, refresh in the background); on `Fetch` go on with 2; on `Pending`,
+//!    `Throttled` or `Failed` wait until `retry_at` (or a completion) and look up again.
+//! 2. [`TokenCache::request_at`] writes the request for the ticket; send it.
+//! 3. Feed every byte received so far to [`TokenCache::feed`] until it answers
+//!    [`Feed::Done`]; call [`TokenCache::eof`] when the peer closes first, or
+//!    [`TokenCache::fail`] when the transport fails. For Arc, `Done(NeedKeyFile)` asks for the
+//!    key file: read it and call [`TokenCache::complete_challenge`], then send and feed again.
+//! 4. A driver with a background refresher calls [`TokenCache::poll_refresh`] at
+//!    [`TokenCache::next_deadline`].
+//!
+//! The core never retries on its own: a retry is a new ticket handed out by a lookup after the
+//! backoff.
+//!
+//! The type and its lookups are here; the rest of its methods are grouped by what they do:
+//! [`protocol`] (tickets, requests, responses), [`settle`] (turning an outcome into slot
+//! state), [`table`] (finding, adding and evicting entries) and [`key`] (how a key is laid
+//! out in the arena).
+
+mod answers;
+mod key;
+mod protocol;
+mod settle;
+mod table;
+
+use core::fmt;
+
+use crate::identity::Flavour;
+use crate::policy::{Budget, Config, Rng};
+use crate::storage::{
+    read_chain, Alloc, ArrayStorage, BufferStorage, Slot, Storage, INDEX_PER_SLOT, NIL,
+};
+
+pub use answers::{CacheError, Done, Feed, Lookup, MemoryUse, NewError, Stats, Ticket, Transport};
+pub use key::Key;
+
+use settle::failure_of;
+
+/// The token cache over a [`Storage`]. See the module documentation for the call order.
+pub struct TokenCache<S: Storage> {
+    storage: S,
+    config: Config,
+    budgets: [Budget; Flavour::COUNT],
+    stats: Stats,
+    alloc: Alloc,
+    last_now: u64,
+    rng: Rng,
+    hand: u32,
+    block_size: usize,
+}
+
+impl<S, I, A, L> TokenCache<BufferStorage<S, I, A, L>>
+where
+    S: AsMut<[Slot]> + AsRef<[Slot]>,
+    I: AsMut<[u32]> + AsRef<[u32]>,
+    A: AsMut<[u8]> + AsRef<[u8]>,
+    L: AsMut<[u32]> + AsRef<[u32]>,
+{
+    /// A cache over buffers sized at run time: caller memory (`&mut [T]`) or owning
+    /// containers (see [`BufferStorage::new`] for the shapes; [`crate::layout`] gives their
+    /// lengths for a capacity).
+    pub fn with_slices(
+        config: Config,
+        slots: S,
+        index: I,
+        arena: A,
+        links: L,
+    ) -> Result<Self, NewError> {
+        config.validate().map_err(NewError::Config)?;
+        let storage = BufferStorage::new(slots, index, arena, links).map_err(NewError::Storage)?;
+        Ok(Self::from_storage(config, storage))
+    }
+}
+
+impl<const SLOTS: usize, const BLOCKS: usize> TokenCache<ArrayStorage<SLOTS, BLOCKS>> {
+    /// An owning cache of `SLOTS` entries and `BLOCKS` × 256 bytes of arena; `const`, so it
+    /// can be a `static` (behind the lock of your choice). An invalid `config` or zero
+    /// capacities fail to compile when used in a `const`/`static`.
+    pub const fn new(config: Config) -> Self {
+        assert!(SLOTS > 0 && SLOTS < NIL as usize && BLOCKS > 0 && BLOCKS < NIL as usize);
+        Self {
+            storage: ArrayStorage::new(),
+            rng: Rng::new(config.seed),
+            config,
+            budgets: [Budget::EMPTY; Flavour::COUNT],
+            stats: Stats {
+                hits: 0,
+                misses: 0,
+                fetches: 0,
+                coalesced: 0,
+                refreshes: 0,
+                tokens: 0,
+                failures_retry: 0,
+                failures_terminal: 0,
+                failures_unavailable: 0,
+                evictions: 0,
+                throttled: 0,
+                stale_tickets: 0,
+                lease_lapses: 0,
+            },
+            alloc: Alloc::new(BLOCKS as u32),
+            last_now: 0,
+            hand: 0,
+            block_size: crate::storage::BLOCK_SIZE,
+        }
+    }
+}
+
+impl<S: Storage> fmt::Debug for TokenCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.alloc.len)
+            .field("capacity", &self.storage.slots().len())
+            .field("free_blocks", &self.alloc.free_blocks)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> Drop for TokenCache<S> {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.storage.parts().arena.zeroize();
+    }
+}
+
+impl<S: Storage> TokenCache<S> {
+    fn from_storage(config: Config, storage: S) -> Self {
+        let (arena, links) = storage.arena();
+        let (blocks, block_size) = (links.len() as u32, arena.len() / links.len());
+        Self {
+            block_size,
+            storage,
+            rng: Rng::new(config.seed),
+            config,
+            budgets: [Budget::EMPTY; Flavour::COUNT],
+            stats: Stats::default(),
+            alloc: Alloc::new(blocks),
+            last_now: 0,
+            hand: 0,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.alloc.len as usize
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.alloc.len == 0
+    }
+
+    /// Slot capacity.
+    pub fn capacity(&self) -> usize {
+        self.storage.slots().len()
+    }
+
+    /// Requests in flight to `flavour`'s endpoint at `now`.
+    pub fn in_flight(&self, flavour: Flavour, now: u64) -> u32 {
+        self.budgets[flavour as usize].in_flight(now)
+    }
+
+    /// Clamps time to be non-decreasing (D1).
+    fn clock(&mut self, now: u64) -> u64 {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
+    /// Looks `key` up at `now`, copying a usable token into `out` (D5). O(1) on average.
+    pub fn lookup(
+        &mut self,
+        key: &Key<'_>,
+        now: u64,
+        out: &mut [u8],
+    ) -> Result<Lookup, CacheError> {
+        let now = self.clock(now);
+        let hash = key.hash();
+        let Some(s) = self.find(key, hash) else {
+            self.stats.misses += 1;
+            if let Err(retry_at) = self.budgets[key.flavour as usize].check(&self.config, now) {
+                self.stats.throttled += 1;
+                return Ok(Lookup::Throttled { retry_at });
+            }
+            let s = self.insert(key, hash, now)?;
+            return Ok(Lookup::Fetch(self.issue(s, now)));
+        };
+        let mut slot = self.slot(s);
+        if slot.lease_until != 0 && slot.lease_until <= now {
+            self.lapse(s, now);
+            slot = self.slot(s);
+        }
+        if self.usable(&slot, now) {
+            let len = slot.token_len as usize;
+            let Some(out) = out.get_mut(..len) else {
+                return Ok(Lookup::BufferTooSmall { needed: len });
+            };
+            let (arena, links) = self.storage.arena();
+            let size = self.block_size;
+            let start = slot.head as usize * size + slot.key_len as usize;
+            match arena.get(start..start + len) {
+                // Laid out front to back: one copy, no links read.
+                Some(token) if slot.is_run() => out.copy_from_slice(token),
+                _ => {
+                    let mut at = 0;
+                    let offset = slot.key_len as usize;
+                    read_chain(arena, links, size, slot.head, offset, len, |piece| {
+                        out[at..at + piece.len()].copy_from_slice(piece);
+                        at += piece.len();
+                    });
+                }
+            }
+            if !slot.referenced() {
+                self.slot_mut(s).set_referenced(true);
+            }
+            self.stats.hits += 1;
+            let refresh =
+                if now >= slot.refresh_on && !slot.live_ticket(now) && now >= slot.retry_at {
+                    self.try_issue(s, now)
+                        .inspect(|_| self.stats.refreshes += 1)
+                } else {
+                    None
+                };
+            return Ok(Lookup::Hit {
+                len,
+                expires_on: slot.expires_on,
+                refresh,
+            });
+        }
+        self.stats.misses += 1;
+        if slot.live_ticket(now) {
+            self.stats.coalesced += 1;
+            return Ok(Lookup::Pending {
+                retry_at: slot.lease_until,
+            });
+        }
+        if now < slot.retry_at {
+            if let Some(error) = failure_of(&slot) {
+                return Ok(Lookup::Failed {
+                    error,
+                    retry_at: slot.retry_at,
+                });
+            }
+        }
+        let flavour = key.flavour as usize;
+        match self.budgets[flavour].check(&self.config, now) {
+            Ok(()) => Ok(Lookup::Fetch(self.issue(s, now))),
+            Err(retry_at) => {
+                self.stats.throttled += 1;
+                Ok(Lookup::Throttled { retry_at })
+            }
+        }
+    }
+
+    /// When `key`'s token is due for refresh (ms), if it holds a usable one: lets a caller
+    /// that keeps its own copy (the Python credential) reuse it until then.
+    pub fn refresh_on(&mut self, key: &Key<'_>, now: u64) -> Option<u64> {
+        let now = self.clock(now);
+        let s = self.find(key, key.hash())?;
+        let slot = self.slot(s);
+        self.usable(&slot, now).then_some(slot.refresh_on)
+    }
+
+    /// Gives back every live ticket (D12: after `fork`, the threads that held them do not exist
+    /// in the child). Tokens are kept.
+    pub fn release_all_tickets(&mut self) {
+        for s in 0..self.storage.slots().len() as u32 {
+            let slot = self.slot(s);
+            if slot.occupied() && slot.lease_until != 0 {
+                self.release(
+                    s,
+                    Ticket {
+                        slot: s,
+                        generation: slot.generation,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops `key`'s token (after a downstream 401 or a claims challenge); its bytes are wiped.
+    /// Returns whether a token was dropped.
+    pub fn invalidate(&mut self, key: &Key<'_>, now: u64) -> bool {
+        let now = self.clock(now);
+        let Some(s) = self.find(key, key.hash()) else {
+            return false;
+        };
+        let slot = self.slot(s);
+        let had = slot.has_token();
+        if slot.live_ticket(now) {
+            let mut parts = self.storage.parts();
+            parts.wipe_from(slot.head, slot.key_len as usize);
+            parts.slots[s as usize].drop_token();
+        } else {
+            self.remove(s);
+        }
+        had
+    }
+
+    /// The earliest time something is due: a refresh, a retry of a refresh, or a lease end.
+    /// `None` when nothing is scheduled. O(capacity).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let now = self.last_now;
+        self.storage
+            .slots()
+            .iter()
+            .filter(|s| s.occupied())
+            .filter_map(|s| {
+                if s.lease_until != 0 {
+                    Some(s.lease_until)
+                } else if self.usable(s, now) {
+                    Some(s.refresh_on.max(s.retry_at))
+                } else {
+                    None
+                }
+            })
+            .min()
+    }
+
+    /// For a background refresher: hands out a refresh ticket for one due entry, or says when
+    /// to call again (`Err(Some(t))`), or that nothing is scheduled (`Err(None)`). Lapsed
+    /// leases are released on the way. O(capacity).
+    pub fn poll_refresh(&mut self, now: u64) -> Result<Ticket, Option<u64>> {
+        let now = self.clock(now);
+        let mut due = None;
+        for s in 0..self.storage.slots().len() as u32 {
+            let slot = self.slot(s);
+            if !slot.occupied() {
+                continue;
+            }
+            self.lapse(s, now);
+            if due.is_none()
+                && self.usable(&slot, now)
+                && slot.lease_until <= now
+                && now >= slot.refresh_on.max(slot.retry_at)
+            {
+                due = Some(s);
+            }
+        }
+        if let Some(s) = due {
+            let flavour = self.slot(s).flavour as usize;
+            if let Err(retry_at) = self.budgets[flavour].check(&self.config, now) {
+                self.stats.throttled += 1;
+                return Err(Some(retry_at));
+            }
+            self.stats.refreshes += 1;
+            return Ok(self.issue(s, now));
+        }
+        Err(self.next_deadline())
+    }
+
+    /// Where the memory goes now. O(capacity).
+    pub fn memory(&self) -> MemoryUse {
+        let slots = self.storage.slots();
+        let block = self.block_size;
+        let (mut blocks_used, mut data_bytes) = (0, 0);
+        for s in slots.iter().filter(|s| s.occupied()) {
+            let data = s.key_len as usize + s.token_len as usize;
+            blocks_used += data.div_ceil(block).max(1);
+            data_bytes += data;
+        }
+        MemoryUse {
+            entries: self.alloc.len as usize,
+            slots: slots.len(),
+            overhead_per_slot: core::mem::size_of::<Slot>()
+                + INDEX_PER_SLOT * core::mem::size_of::<u32>(),
+            blocks_used,
+            block_bytes: blocks_used * (block + core::mem::size_of::<u32>()),
+            data_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
