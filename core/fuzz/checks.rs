@@ -496,8 +496,9 @@ pub(crate) mod ops {
         }
     }
 
-    /// The failure a non-token response is (D7).
-    pub(crate) fn failure_of(resp: Resp) -> Option<(Failure, Option<u32>)> {
+    /// The failure a non-token response is (D7; D20 before any token came from the
+    /// endpoint, `ever_ok` false).
+    pub(crate) fn failure_of(resp: Resp, ever_ok: bool) -> Option<(Failure, Option<u32>)> {
         let f = |kind, status| Failure { kind, status };
         Some(match resp {
             Resp::Token { .. } | Resp::Echo { .. } => return None,
@@ -508,6 +509,7 @@ pub(crate) mod ops {
                 Some(RETRY_AFTERS[retry_after as usize % RETRY_AFTERS.len()]),
             ),
             Resp::BadRequest => (f(FailureKind::BadRequest, 400), None),
+            Resp::NotJson if !ever_ok => (f(FailureKind::UnavailableNotJson, 200), None),
             Resp::NotJson => (f(FailureKind::NotJson, 200), None),
         })
     }
@@ -580,6 +582,8 @@ pub(crate) mod ops {
         /// ticket's to the time it is written), and the times tickets were handed out.
         starts: [Vec<u64>; 2],
         issued: [Vec<u64>; 2],
+        /// Whether a token came from each endpoint yet (D20).
+        ever_ok: [bool; 2],
         dead: Vec<Ticket>,
         serial: u64,
         out: Vec<u8>,
@@ -806,7 +810,8 @@ pub(crate) mod ops {
                 Ok(Feed::Done(d)) => d,
                 other => panic!("{ctx}: a complete response gave {other:?}"),
             };
-            match (&done, sent, failure_of(resp)) {
+            let ever_ok = self.ever_ok[flavour_of(c)];
+            match (&done, sent, failure_of(resp, ever_ok)) {
                 (Done::Token { len, expires_on }, Some(sent), _) => {
                     assert_eq!(*len, sent.token.len(), "{ctx}");
                     assert!(*expires_on > now + self.config.min_lifetime_ms, "{ctx}");
@@ -815,6 +820,7 @@ pub(crate) mod ops {
                         "{ctx}: echo"
                     );
                     self.reached.tokens += 1;
+                    self.ever_ok[flavour_of(c)] = true;
                     self.stored
                         .insert(c, (sent.token.into_bytes(), *expires_on));
                 }
@@ -997,6 +1003,7 @@ pub(crate) mod ops {
             stored: HashMap::new(),
             starts: [Vec::new(), Vec::new()],
             issued: [Vec::new(), Vec::new()],
+            ever_ok: [false; 2],
             dead: Vec::new(),
             serial: 0,
             out: vec![0; 4096],

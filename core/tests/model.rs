@@ -700,7 +700,8 @@ impl Run<'_> {
         };
         let issued_at = issued_at.unwrap();
         let status = |kind, status| Failure { kind, status };
-        if let Some((failure, retry_after)) = failure_of(resp) {
+        let ever_ok = self.model.budgets[flavour_of(c)].ever_ok;
+        if let Some((failure, retry_after)) = failure_of(resp, ever_ok) {
             if let Done::Failed { detail, .. } = &done {
                 if failure.kind == FailureKind::BadRequest {
                     assert_eq!(detail.description.as_str(), "Identity not found", "{ctx}");
@@ -787,6 +788,9 @@ impl Run<'_> {
         let kind = match transport {
             Transport::Refused if !self.model.budgets[flavour_of(c)].ever_ok => {
                 FailureKind::Unavailable
+            }
+            Transport::ConnectTimeout if !self.model.budgets[flavour_of(c)].ever_ok => {
+                FailureKind::UnavailableTimeout
             }
             Transport::ConnectTimeout => FailureKind::ConnectTimeout,
             _ => FailureKind::ConnectionLost,
@@ -1039,18 +1043,20 @@ const MODEL_ANSWERS: &[&str] = &[
     "lookup: failed (backoff or negative cache)",
     "lookup: buffer too small",
     "done: token stored",
-    "endpoint answered a 5xx status",
-    "endpoint answered 410 (being updated)",
+    FailureKind::ServerError.as_str(),
+    FailureKind::Gone.as_str(),
     "410 window over: terminal",
-    "endpoint answered 429 (throttled)",
-    "endpoint answered 400 (identity or resource not available)",
-    "a 2xx body that is not a token object",
-    "the token is for another client id than asked",
-    "the token expires too soon to be used",
-    "the response was cut short",
-    "no managed-identity endpoint is reachable",
-    "the connection was reset or timed out",
-    "connecting to the endpoint timed out",
+    FailureKind::TooManyRequests.as_str(),
+    FailureKind::BadRequest.as_str(),
+    FailureKind::NotJson.as_str(),
+    FailureKind::UnavailableNotJson.as_str(),
+    FailureKind::ClientIdMismatch.as_str(),
+    FailureKind::ExpiredOnArrival.as_str(),
+    FailureKind::Truncated.as_str(),
+    FailureKind::Unavailable.as_str(),
+    FailureKind::ConnectionLost.as_str(),
+    FailureKind::ConnectTimeout.as_str(),
+    FailureKind::UnavailableTimeout.as_str(),
     "failed refresh: token kept",
     "feed: stale ticket refused",
     "old ticket refused (feed, cancel, fail)",

@@ -155,12 +155,23 @@ impl<S: Storage> TokenCache<S> {
                 }
             }
             Classified::Failure {
-                failure,
+                mut failure,
                 retry_after,
                 body,
-            } => self.settle(ticket, failure, retry_after, body.detail(), now)?,
+            } => {
+                if !self.ever_ok(flavour as usize) {
+                    failure.kind = failure.kind.at_first_contact(response.body);
+                }
+                self.settle(ticket, failure, retry_after, body.detail(), now)?
+            }
         };
         Ok(Feed::Done(done))
+    }
+
+    /// Whether a token ever came from `flavour`'s endpoint (D20: before that, failures that
+    /// mean "no managed identity here" are `Unavailable`).
+    fn ever_ok(&self, flavour: usize) -> bool {
+        self.budgets.get(flavour).is_some_and(|b| b.ever_ok)
     }
 
     /// Arc's second step: `key` is the key file's contents; writes the second request (with
@@ -197,8 +208,8 @@ impl<S: Storage> TokenCache<S> {
         Ok(descriptor)
     }
 
-    /// The transport failed for `ticket` (D7: refused or unreachable before any token was
-    /// ever received from that endpoint means "unavailable", at once).
+    /// The transport failed for `ticket` (D20: refused, unreachable or timed out before any
+    /// token was ever received from that endpoint means "unavailable", at once).
     pub fn fail(
         &mut self,
         ticket: Ticket,
@@ -208,9 +219,11 @@ impl<S: Storage> TokenCache<S> {
         let now = self.clock(now);
         let s = self.live(ticket, now)?;
         let flavour = self.slot(s).flavour as usize;
-        let ever_ok = self.budgets.get(flavour).is_some_and(|b| b.ever_ok);
         let kind = match transport {
-            Transport::Refused | Transport::Unreachable if !ever_ok => FailureKind::Unavailable,
+            Transport::Refused | Transport::Unreachable if !self.ever_ok(flavour) => {
+                FailureKind::Unavailable
+            }
+            Transport::ConnectTimeout if !self.ever_ok(flavour) => FailureKind::UnavailableTimeout,
             Transport::ConnectTimeout => FailureKind::ConnectTimeout,
             _ => FailureKind::ConnectionLost,
         };

@@ -697,6 +697,48 @@ fn unavailable_at_first_contact_only() {
 }
 
 #[test]
+fn no_identity_signs_are_unavailable_at_first_contact_and_failures_after_a_token() {
+    let docker = "connectex: A socket operation was attempted to an unreachable network.";
+    let kind = |d: Done<'_>| match d {
+        Done::Failed {
+            failure, retry_at, ..
+        } => (failure.kind, Some(retry_at)),
+        Done::Retry { failure, .. } => (failure.kind, None),
+        other => panic!("{other:?}"),
+    };
+    let mut c = cache();
+    let t = fetch(&mut c, &key(0), T0);
+    let first = kind(c.fail(t, Transport::ConnectTimeout, T0).unwrap());
+    // At once, and remembered for the negative-cache time (30 s).
+    assert_eq!(first, (FailureKind::UnavailableTimeout, Some(T0 + 30_000)));
+    let t = fetch(&mut c, &key(1), T0);
+    let proxy = kind(complete(&mut c, t, &http(403, docker), T0));
+    assert_eq!(proxy.0, FailureKind::UnavailableProxy);
+    let t = fetch(&mut c, &key(2), T0);
+    let html = kind(complete(&mut c, t, &http(200, "<html>hi</html>"), T0));
+    assert_eq!(html.0, FailureKind::UnavailableNotJson);
+    assert_eq!(c.stats().failures_unavailable, 3);
+
+    fill(&mut c, &key(3), T0, "t", H);
+    let t = fetch(&mut c, &key(4), T0);
+    assert_eq!(
+        kind(c.fail(t, Transport::ConnectTimeout, T0).unwrap()),
+        (FailureKind::ConnectTimeout, None)
+    );
+    let t = fetch(&mut c, &key(5), T0);
+    assert_eq!(
+        kind(complete(&mut c, t, &http(403, docker), T0)).0,
+        FailureKind::Forbidden
+    );
+    let t = fetch(&mut c, &key(6), T0);
+    assert_eq!(
+        kind(complete(&mut c, t, &http(200, "<html>hi</html>"), T0)).0,
+        FailureKind::NotJson
+    );
+    assert_eq!(c.stats().failures_unavailable, 3);
+}
+
+#[test]
 fn echoed_client_id_must_match() {
     let mut c = cache();
     let k = key(1);

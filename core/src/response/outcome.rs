@@ -62,6 +62,15 @@ pub enum FailureKind {
     CacheFull = 35,
     /// The endpoint refused or could not be reached at first contact: no managed identity here.
     Unavailable = 40,
+    /// Connecting timed out at first contact (a host with no route to the endpoint drops
+    /// the connect): no managed identity here.
+    UnavailableTimeout = 41,
+    /// A 403 saying the network is unreachable at first contact (Docker Desktop's proxy on
+    /// the IMDS address): no managed identity here.
+    UnavailableProxy = 42,
+    /// A 2xx that is not JSON at first contact (something else answers at the address): no
+    /// managed identity here.
+    UnavailableNotJson = 43,
 }
 
 /// The class of an outcome (D7).
@@ -80,7 +89,7 @@ impl FailureKind {
     pub const fn class(self) -> OutcomeClass {
         match self as u8 {
             1..=8 => OutcomeClass::Retry,
-            40 => OutcomeClass::Unavailable,
+            40..=43 => OutcomeClass::Unavailable,
             _ => OutcomeClass::Terminal,
         }
     }
@@ -113,6 +122,9 @@ impl FailureKind {
         Self::BadChallenge,
         Self::CacheFull,
         Self::Unavailable,
+        Self::UnavailableTimeout,
+        Self::UnavailableProxy,
+        Self::UnavailableNotJson,
     ];
 
     /// The kind for a stored discriminant, if it names one.
@@ -150,28 +162,31 @@ impl FailureKind {
             Self::BadChallenge => "bad_challenge",
             Self::CacheFull => "cache_full",
             Self::Unavailable => "unavailable",
+            Self::UnavailableTimeout => "unavailable_timeout",
+            Self::UnavailableProxy => "unavailable_proxy",
+            Self::UnavailableNotJson => "unavailable_not_json",
         }
     }
 
-    /// A short description of the failure.
+    /// A short description of the failure; [`Failure`]'s `Display` adds the HTTP status.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Self::NotFound => "endpoint answered 404 (updating)",
-            Self::RequestTimeout => "endpoint answered 408",
-            Self::TooManyRequests => "endpoint answered 429 (throttled)",
-            Self::Gone => "endpoint answered 410 (being updated)",
-            Self::ServerError => "endpoint answered a 5xx status",
+            Self::NotFound => "not found (the endpoint is being updated)",
+            Self::RequestTimeout => "request timeout",
+            Self::TooManyRequests => "too many requests (throttled)",
+            Self::Gone => "gone (the endpoint is being updated)",
+            Self::ServerError => "server error",
             Self::ConnectTimeout => "connecting to the endpoint timed out",
             Self::ConnectionLost => "the connection was reset or timed out",
             Self::Truncated => "the response was cut short",
-            Self::BadRequest => "endpoint answered 400 (identity or resource not available)",
-            Self::Unauthorized => "endpoint answered 401",
-            Self::Forbidden => "endpoint answered 403",
-            Self::IdentityNotFound => "Service Fabric answered 404 (identity not found)",
-            Self::MethodNotAllowed => "endpoint answered 405",
-            Self::UnexpectedStatus => "endpoint answered an unexpected status",
-            Self::NotJson => "a 2xx body that is not a token object",
-            Self::MissingToken => "a 2xx body without an access token",
+            Self::BadRequest => "bad request (identity or resource not available here)",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::IdentityNotFound => "identity not found",
+            Self::MethodNotAllowed => "method not allowed",
+            Self::UnexpectedStatus => "unexpected status",
+            Self::NotJson => "the body is not a token object",
+            Self::MissingToken => "the body has no access token",
             Self::TokenTooLarge => "the token is larger than max_token_bytes",
             Self::ClientIdMismatch => "the token is for another client id than asked",
             Self::ExpiredOnArrival => "the token expires too soon to be used",
@@ -181,8 +196,37 @@ impl FailureKind {
             Self::BadChallenge => "the Arc challenge or its key file is unusable",
             Self::CacheFull => "no room in the cache for the token",
             Self::Unavailable => "no managed-identity endpoint is reachable",
+            Self::UnavailableTimeout => {
+                "no managed-identity endpoint here: connecting timed out at first contact"
+            }
+            Self::UnavailableProxy => {
+                "no managed-identity endpoint here: a proxy answered that the network is unreachable"
+            }
+            Self::UnavailableNotJson => {
+                "no managed-identity endpoint here: the address answered with something other than JSON"
+            }
         }
     }
+
+    /// What this failure means at first contact with an endpoint, before any token came
+    /// from it (D20): the failures a machine without a managed identity produces become
+    /// "unavailable" at once; the rest keep their kind. `body` is the response body, if any.
+    pub fn at_first_contact(self, body: &[u8]) -> Self {
+        match self {
+            Self::ConnectTimeout => Self::UnavailableTimeout,
+            Self::Forbidden if contains_ignore_case(body, b"unreachable") => Self::UnavailableProxy,
+            Self::NotJson => Self::UnavailableNotJson,
+            kind => kind,
+        }
+    }
+}
+
+/// Whether `needle` (lower-case ASCII) occurs in `haystack`, ASCII case ignored.
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// A failed fetch: what happened and the HTTP status, if any (0 otherwise).
@@ -201,13 +245,14 @@ impl Failure {
     }
 }
 
+/// `HTTP 400 bad request (…)` when a status was received (written once), else the kind's
+/// description.
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind.as_str())?;
         if self.status != 0 {
-            write!(f, " (HTTP {})", self.status)?;
+            write!(f, "HTTP {} ", self.status)?;
         }
-        Ok(())
+        f.write_str(self.kind.as_str())
     }
 }
 

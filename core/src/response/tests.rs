@@ -532,8 +532,11 @@ fn every_kind_is_listed_once_with_a_unique_snake_case_code() {
         BadChallenge => 22,
         CacheFull => 23,
         Unavailable => 24,
+        UnavailableTimeout => 25,
+        UnavailableProxy => 26,
+        UnavailableNotJson => 27,
     };
-    assert_eq!(FailureKind::ALL.len(), 25);
+    assert_eq!(FailureKind::ALL.len(), 28);
     let mut codes = std::collections::BTreeSet::new();
     for (i, &k) in FailureKind::ALL.iter().enumerate() {
         assert_eq!(place(k), i, "{k:?} out of place in ALL");
@@ -547,5 +550,44 @@ fn every_kind_is_listed_once_with_a_unique_snake_case_code() {
     assert!(FailureKind::ALL
         .windows(2)
         .all(|w| (w[0] as u8) < (w[1] as u8)));
-    assert_eq!((0..=u8::MAX).filter_map(FailureKind::from_u8).count(), 25);
+    assert_eq!((0..=u8::MAX).filter_map(FailureKind::from_u8).count(), 28);
+}
+
+#[test]
+fn first_contact_makes_the_no_identity_signs_unavailable() {
+    use FailureKind::*;
+    let docker = b"connecting to 169.254.169.254:80: connecting to 169.254.169.254:80: dial tcp \
+        169.254.169.254:80: connectex: A socket operation was attempted to an Unreachable network.";
+    assert_eq!(ConnectTimeout.at_first_contact(b""), UnavailableTimeout);
+    assert_eq!(Forbidden.at_first_contact(docker), UnavailableProxy);
+    assert_eq!(
+        NotJson.at_first_contact(b"<html></html>"),
+        UnavailableNotJson
+    );
+    // A 403 that is a real refusal stays terminal; other kinds keep theirs.
+    assert_eq!(
+        Forbidden.at_first_contact(b"{\"error\":\"forbidden\"}"),
+        Forbidden
+    );
+    for kind in [ServerError, BadRequest, TooManyRequests, Gone, MissingToken] {
+        assert_eq!(kind.at_first_contact(docker), kind);
+    }
+    for kind in [UnavailableTimeout, UnavailableProxy, UnavailableNotJson] {
+        assert_eq!(kind.class(), OutcomeClass::Unavailable);
+    }
+}
+
+#[test]
+fn a_failure_shows_its_status_once() {
+    let f = Failure {
+        kind: FailureKind::BadRequest,
+        status: 400,
+    };
+    let text = std::format!("{f}");
+    assert_eq!(text.matches("400").count(), 1, "{text}");
+    assert!(text.starts_with("HTTP 400 "), "{text}");
+    assert_eq!(
+        std::format!("{}", Failure::new(FailureKind::ConnectTimeout)),
+        FailureKind::ConnectTimeout.as_str()
+    );
 }

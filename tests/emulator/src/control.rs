@@ -18,8 +18,8 @@ fn fail(status: u16, msg: &str) -> Response {
     Response::json(status, json!({ "error": msg }).to_string())
 }
 
-/// Answers a request under `/control/`. `url` is the emulator's base URL.
-pub(crate) fn handle(sh: &Shared, req: &Request, url: &str) -> Response {
+/// Answers a request under `/control/`.
+pub(crate) fn handle(sh: &Shared, req: &Request) -> Response {
     let q = parse_pairs(&req.query);
     let m = req.method.as_str();
     match (m, req.path.trim_end_matches('/')) {
@@ -96,14 +96,20 @@ pub(crate) fn handle(sh: &Shared, req: &Request, url: &str) -> Response {
             ok_json(&json!({"reset": true}))
         }
         ("GET", "/control/config") => {
-            let env: serde_json::Map<String, Value> =
-                env_hints(sh, url, &format!("{url}{}", sh.cfg.mode.token_path()))
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::from(v)))
-                    .collect();
+            let env: serde_json::Map<String, Value> = env_hints(sh)
+                .into_iter()
+                .map(|(k, v)| (k, Value::from(v)))
+                .collect();
+            let tls = sh.tls.as_ref();
             ok_json(&json!({
                 "mode": sh.cfg.mode.name(),
-                "url": url,
+                "url": sh.url,
+                "control_url": sh.control_url,
+                "tls": tls.is_some_and(|t| t.config.is_some()),
+                "thumbprint": tls.map(|t| t.advertised.as_str()),
+                "served_thumbprint": tls
+                    .filter(|t| t.config.is_some())
+                    .map(|t| t.served_thumbprint.as_str()),
                 "token_path": sh.cfg.mode.token_path(),
                 "secret": sh.cfg.secret,
                 "arc_key_dir": sh.arc_dir.display().to_string(),

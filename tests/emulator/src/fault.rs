@@ -93,6 +93,12 @@ pub enum Fault {
     Chunked,
     /// Send the normal answer without `Content-Length`; the body ends at connection close.
     EofBody,
+    /// Answer as Docker Desktop's proxy does for a container that asks for 169.254.169.254:
+    /// `403` with "…connectex: A socket operation was attempted to an unreachable network." as
+    /// reason phrase and body. Applies to every non-control request, before the mode's header
+    /// check and routing (the proxy answers before any endpoint sees the request).
+    #[serde(rename = "unreachable_403")]
+    Unreachable403,
 }
 
 impl Fault {
@@ -114,6 +120,7 @@ impl Fault {
             Fault::Expired => "expired",
             Fault::Chunked => "chunked",
             Fault::EofBody => "eof_body",
+            Fault::Unreachable403 => "unreachable_403",
         }
     }
 }
@@ -217,6 +224,9 @@ mod tests {
         assert_eq!(r.identity.as_deref(), Some("uai-2"));
         let r = FaultRule::parse("kind=reset").unwrap();
         assert_eq!(r.fault, Fault::Reset);
+        let r = FaultRule::parse("kind=unreachable_403,count=1").unwrap();
+        assert_eq!(r.fault, Fault::Unreachable403);
+        assert_eq!(r.fault.name(), "unreachable_403");
         assert!(FaultRule::parse("kind=nope").is_err());
         let j: FaultRule =
             serde_json::from_str(r#"{"kind":"trickle","chunk":4,"count":1}"#).unwrap();

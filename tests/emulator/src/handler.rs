@@ -83,6 +83,7 @@ pub(crate) enum Shape {
     AzureMl,
     CloudShell,
     Arc,
+    ServiceFabric,
 }
 
 /// A token request that passed validation.
@@ -138,7 +139,7 @@ pub(crate) struct Plan {
     pub(crate) key: Option<Key>,
 }
 
-fn correlation_id() -> String {
+pub(crate) fn correlation_id() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -168,6 +169,7 @@ pub(crate) fn error(mode: Mode, status: u16, code: &str, description: &str) -> R
             let inner = object(&[("code", code.into()), ("message", description.into())]);
             Response::json(status, format!(r#"{{"error":{inner}}}"#))
         }
+        Mode::ServiceFabric => crate::service_fabric::error(status, code, description),
     };
     decorate(mode, r)
 }
@@ -186,6 +188,7 @@ pub(crate) fn status_error(mode: Mode, status: u16) -> Response {
     let (code, desc) = match status {
         400 => ("invalid_request", "Bad request"),
         403 => ("forbidden", "Forbidden"),
+        404 if mode == Mode::ServiceFabric => crate::service_fabric::NOT_FOUND,
         404 => ("not_found", "Not found"),
         405 => ("method_not_allowed", "Not allowed"),
         410 => ("gone", "The service is being updated"),
@@ -193,6 +196,7 @@ pub(crate) fn status_error(mode: Mode, status: u16) -> Response {
         500 if matches!(mode, Mode::AppService2019 | Mode::Msi2017 | Mode::AzureMl) => {
             ("server_error", APP_500)
         }
+        500 if mode == Mode::ServiceFabric => crate::service_fabric::INTERNAL,
         500 => ("server_error", "Server error"),
         503 => ("service_unavailable", "Service unavailable"),
         _ => ("server_error", crate::http::reason(status)),
@@ -214,7 +218,7 @@ fn is_guid(s: &str) -> bool {
 }
 
 /// Whether Entra would know this resource: a `scheme://host…` URL or a GUID.
-fn resource_known(r: &str) -> bool {
+pub(crate) fn resource_known(r: &str) -> bool {
     match r.split_once("://") {
         Some((scheme, rest)) => {
             !scheme.is_empty()
@@ -229,7 +233,7 @@ fn resource_known(r: &str) -> bool {
     }
 }
 
-fn invalid_resource(mode: Mode, resource: &str) -> Failure {
+pub(crate) fn invalid_resource(mode: Mode, resource: &str) -> Failure {
     let trace = correlation_id();
     let corr = correlation_id();
     let ts = {
@@ -312,7 +316,7 @@ fn selectors<'a>(pairs: &'a [(String, String)], spec: &[(&str, u8)]) -> Vec<Sel<
     out
 }
 
-fn non_empty(v: Option<&str>) -> Option<String> {
+pub(crate) fn non_empty(v: Option<&str>) -> Option<String> {
     v.filter(|s| !s.is_empty()).map(str::to_string)
 }
 
@@ -324,6 +328,7 @@ pub(crate) fn prepare(sh: &Shared, req: &Request) -> Prepared {
         Mode::AppService2019 | Mode::Msi2017 | Mode::AzureMl => app_service(sh, req),
         Mode::CloudShell => cloud_shell(sh, req),
         Mode::Arc => arc(sh, req),
+        Mode::ServiceFabric => crate::service_fabric::prepare(sh, req),
     }
 }
 
@@ -950,8 +955,27 @@ pub(crate) fn success(sh: &Shared, key: &Key, ok: &TokenOk, fault: Option<&Fault
             ("access_token", at),
             ("resource", res),
         ]),
+        Shape::ServiceFabric => object(&[
+            ("token_type", "Bearer".into()),
+            ("access_token", at),
+            ("expires_on", cached.exp.into()),
+            ("resource", res),
+        ]),
     };
     decorate(sh.cfg.mode, Response::json(200, body))
+}
+
+/// What Docker Desktop's proxy says (reason phrase and body) when a container asks for
+/// 169.254.169.254: azure-identity, MSAL and the Azure SDKs recognise it as "no managed
+/// identity here".
+pub(crate) const DOCKER_UNREACHABLE: &str = "connecting to 169.254.169.254:80: connecting to 169.254.169.254:80: dial tcp 169.254.169.254:80: connectex: A socket operation was attempted to an unreachable network.";
+
+/// Docker Desktop's 403: an HTTP/1.0 status line with the message as reason phrase, the
+/// message as body, no `Content-Type`.
+fn unreachable_403() -> Response {
+    let mut r = Response::new(403, DOCKER_UNREACHABLE);
+    r.status_line = Some(format!("HTTP/1.0 403 {DOCKER_UNREACHABLE}"));
+    r
 }
 
 /// Turns a request into a plan: faults first (for token requests), then the mode's answer.
@@ -964,12 +988,16 @@ pub(crate) fn plan(sh: &Shared, req: &Request) -> Plan {
     };
     let attempt = match prepare(sh, req) {
         Prepared::Final(resp) => {
+            let resp = match sh.lock().take_proxy_fault() {
+                Some(_) => unreachable_403(),
+                None => resp,
+            };
             return Plan {
                 resp,
                 delivery: Delivery::Normal(framing),
                 delay_ms: 0,
                 key: None,
-            }
+            };
         }
         Prepared::Token(a) => a,
     };
@@ -1004,6 +1032,7 @@ pub(crate) fn plan(sh: &Shared, req: &Request) -> Plan {
             })
         }
         Some(Fault::Gone { .. }) => Some(status_error(mode, 410)),
+        Some(Fault::Unreachable403) => Some(unreachable_403()),
         Some(Fault::TooManyRequests { retry_after }) => {
             let r = status_error(mode, 429);
             Some(match retry_after {

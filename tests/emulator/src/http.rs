@@ -1,7 +1,6 @@
 //! Minimal HTTP/1.1: reading one request, writing one response (one request per connection).
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -48,7 +47,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Reads one request (head and a `Content-Length` body).
-pub(crate) fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
+pub(crate) fn read_request(stream: &mut impl Read) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -61,6 +60,11 @@ pub(crate) fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError>
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Err(ReadError::Closed);
+        }
+        // A TLS record (a ClientHello) never ends in a blank line: answer at once, as plain
+        // HTTP servers do, instead of waiting for a head that never comes.
+        if buf.is_empty() && chunk[0] == 0x16 {
+            return Err(ReadError::Bad("a TLS handshake on a plain-HTTP port"));
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -187,6 +191,8 @@ pub(crate) fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a s
 #[derive(Clone, Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
+    /// A status line sent instead of `HTTP/1.1 <status> <reason>` (a proxy's own wording).
+    pub(crate) status_line: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
 }
@@ -195,6 +201,7 @@ impl Response {
     pub(crate) fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
         Response {
             status,
+            status_line: None,
             headers: Vec::new(),
             body: body.into(),
         }
@@ -242,7 +249,10 @@ pub(crate) fn reason(status: u16) -> &'static str {
 
 /// The response's head and (framed) body as bytes.
 pub(crate) fn serialize(resp: &Response, framing: Framing) -> (Vec<u8>, Vec<u8>) {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    let mut head = match &resp.status_line {
+        Some(line) => format!("{line}\r\n"),
+        None => format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status)),
+    };
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -274,7 +284,7 @@ pub(crate) fn serialize(resp: &Response, framing: Framing) -> (Vec<u8>, Vec<u8>)
 }
 
 /// Writes all of `bytes` and flushes.
-pub(crate) fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(stream: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     stream.write_all(bytes)?;
     stream.flush()
 }

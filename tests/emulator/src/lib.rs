@@ -1,5 +1,7 @@
 //! A local emulator of the Azure managed-identity token endpoints: IMDS, App Service
-//! (2019-08-01 and 2017-09-01), Azure ML, Cloud Shell, Azure Arc and the legacy VM extension.
+//! (2019-08-01 and 2017-09-01), Azure ML, Cloud Shell, Azure Arc, Service Fabric (HTTPS with a
+//! pinned self-signed certificate) and the legacy VM extension; plus loopback addresses where no
+//! endpoint is ([`Blackhole`]: connects time out; [`Refused`]: connects are refused).
 //!
 //! It answers like the real endpoints (see `shared/imds-protocol.md` §§1–5 and §10), throttles
 //! as DESIGN.md D9 describes, fails on demand ([`Fault`]), and reports what it saw
@@ -12,13 +14,17 @@
 //! assert_eq!(emu.stats().requests, 0);
 //! ```
 
+mod blackhole;
+mod conn;
 mod control;
 mod fault;
 mod handler;
 mod http;
 mod identity;
 mod server;
+mod service_fabric;
 mod state;
+mod tls;
 mod token;
 
 use std::io;
@@ -27,9 +33,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+pub use blackhole::{Blackhole, Refused};
 pub use fault::{Fault, FaultRule};
 pub use identity::{Identity, RESOURCE_GROUP, SUBSCRIPTION_ID, TENANT_ID, VM_NAME};
 pub use state::{IssuedToken, KeyStats, Stats};
+pub use tls::thumbprint;
 pub use token::{decode_claims, MsiClock};
 
 /// Which endpoint flavour the emulator speaks.
@@ -50,11 +58,24 @@ pub enum Mode {
     Arc,
     /// The retired VM extension: `/oauth2/token` on localhost:50342, no api-version.
     VmExt,
+    /// Service Fabric: HTTPS with a self-signed certificate whose thumbprint clients pin
+    /// (`IDENTITY_SERVER_THUMBPRINT`), `secret` header, api-version `2019-07-01-preview`.
+    ServiceFabric,
+}
+
+/// What the token listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS with a self-signed certificate made at start; the control API is then also
+    /// served over plain HTTP on a second port ([`Emulator::control_url`]).
+    Https,
 }
 
 impl Mode {
     /// Every mode.
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Imds,
         Mode::AppService2019,
         Mode::Msi2017,
@@ -62,6 +83,7 @@ impl Mode {
         Mode::CloudShell,
         Mode::Arc,
         Mode::VmExt,
+        Mode::ServiceFabric,
     ];
 
     /// The command-line name of the mode.
@@ -74,6 +96,7 @@ impl Mode {
             Mode::CloudShell => "cloudshell",
             Mode::Arc => "arc",
             Mode::VmExt => "vmext",
+            Mode::ServiceFabric => "service-fabric",
         }
     }
 
@@ -85,7 +108,7 @@ impl Mode {
     /// Path of the token endpoint in this mode.
     pub fn token_path(self) -> &'static str {
         match self {
-            Mode::Imds | Mode::Arc => "/metadata/identity/oauth2/token",
+            Mode::Imds | Mode::Arc | Mode::ServiceFabric => "/metadata/identity/oauth2/token",
             Mode::AppService2019 | Mode::Msi2017 | Mode::AzureMl => "/msi/token",
             Mode::CloudShell | Mode::VmExt => "/oauth2/token",
         }
@@ -132,6 +155,12 @@ pub struct Config {
     pub reject_unknown_resources: bool,
     /// Most connections served at once (one thread each); further ones wait to be accepted.
     pub max_connections: usize,
+    /// HTTP or HTTPS; `None`: the mode's own (HTTPS for Service Fabric, HTTP otherwise).
+    pub transport: Option<Transport>,
+    /// Advertise (in `IDENTITY_SERVER_THUMBPRINT`, [`Emulator::thumbprint`]) the thumbprint of
+    /// a certificate that is never served, so that a client that pins it must refuse the
+    /// server.
+    pub wrong_thumbprint: bool,
 }
 
 impl Default for Config {
@@ -155,6 +184,8 @@ impl Default for Config {
             chunked: false,
             reject_unknown_resources: true,
             max_connections: 512,
+            transport: None,
+            wrong_thumbprint: false,
         }
     }
 }
@@ -167,6 +198,14 @@ impl Config {
             ..Config::default()
         }
     }
+
+    /// The transport in effect: `transport`, else the mode's own.
+    pub fn transport(&self) -> Transport {
+        self.transport.unwrap_or(match self.mode {
+            Mode::ServiceFabric => Transport::Https,
+            _ => Transport::Http,
+        })
+    }
 }
 
 /// A running emulator. Dropping it stops the server and removes the Arc key files.
@@ -174,24 +213,46 @@ impl Config {
 pub struct Emulator {
     shared: Arc<state::Shared>,
     addr: SocketAddr,
-    accept: Option<JoinHandle<()>>,
+    control_addr: SocketAddr,
+    accept: Vec<JoinHandle<()>>,
+}
+
+fn spawn_accept(
+    shared: &Arc<state::Shared>,
+    listener: std::net::TcpListener,
+    role: server::Role,
+) -> io::Result<JoinHandle<()>> {
+    let s = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("imds-emulator-accept".into())
+        .spawn(move || server::accept_loop(s, listener, role))
 }
 
 impl Emulator {
-    /// Binds and starts serving on background threads.
+    /// Binds and starts serving on background threads. In HTTPS modes the certificate is made
+    /// here; [`Emulator::thumbprint`] tells it.
     pub fn start(config: Config) -> io::Result<Emulator> {
-        let (shared, listener) = state::Shared::new(config)?;
+        let (shared, listeners) = state::Shared::new(config)?;
         let shared = Arc::new(shared);
-        let addr = listener.local_addr()?;
-        let s = Arc::clone(&shared);
-        let accept = std::thread::Builder::new()
-            .name("imds-emulator-accept".into())
-            .spawn(move || server::accept_loop(s, listener))?;
-        Ok(Emulator {
+        let addr = listeners.main.local_addr()?;
+        let control_addr = match &listeners.control {
+            Some(c) => c.local_addr()?,
+            None => addr,
+        };
+        let mut emu = Emulator {
             shared,
             addr,
-            accept: Some(accept),
-        })
+            control_addr,
+            accept: Vec::new(),
+        };
+        // Pushed one by one, so that Drop stops what was started if a spawn fails.
+        let main = spawn_accept(&emu.shared, listeners.main, server::Role::Main)?;
+        emu.accept.push(main);
+        if let Some(c) = listeners.control {
+            let control = spawn_accept(&emu.shared, c, server::Role::Control)?;
+            emu.accept.push(control);
+        }
+        Ok(emu)
     }
 
     /// The bound address.
@@ -199,18 +260,60 @@ impl Emulator {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` (what `AZURE_POD_IDENTITY_AUTHORITY_HOST` wants).
+    /// `http://127.0.0.1:PORT` (what `AZURE_POD_IDENTITY_AUTHORITY_HOST` wants), or
+    /// `https://127.0.0.1:PORT` when serving HTTPS.
     pub fn url(&self) -> String {
-        let ip = if self.addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            self.addr.ip().to_string()
-        };
-        if self.addr.is_ipv6() {
-            format!("http://[{ip}]:{}", self.addr.port())
-        } else {
-            format!("http://{ip}:{}", self.addr.port())
-        }
+        self.shared.url.clone()
+    }
+
+    /// Address of the plain-HTTP control API: [`Emulator::addr`] unless serving HTTPS.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// `http://127.0.0.1:PORT` of the control API ([`Emulator::url`] unless serving HTTPS).
+    pub fn control_url(&self) -> String {
+        self.shared.control_url.clone()
+    }
+
+    /// Whether the token listener speaks TLS.
+    pub fn is_https(&self) -> bool {
+        self.shared.tls.as_ref().is_some_and(|t| t.config.is_some())
+    }
+
+    /// The thumbprint clients are told to pin (`IDENTITY_SERVER_THUMBPRINT`): SHA-1 of the DER
+    /// certificate in 40 upper-case hex digits. `Some` in Service Fabric mode (also over plain
+    /// HTTP) and whenever HTTPS is served; with [`Config::wrong_thumbprint`], not the served
+    /// certificate's.
+    pub fn thumbprint(&self) -> Option<&str> {
+        self.shared.tls.as_ref().map(|t| t.advertised.as_str())
+    }
+
+    /// The thumbprint of the certificate actually served, when serving HTTPS.
+    pub fn served_thumbprint(&self) -> Option<&str> {
+        self.shared
+            .tls
+            .as_ref()
+            .filter(|t| t.config.is_some())
+            .map(|t| t.served_thumbprint.as_str())
+    }
+
+    /// The served certificate, DER-encoded, when serving HTTPS.
+    pub fn certificate_der(&self) -> Option<&[u8]> {
+        self.shared
+            .tls
+            .as_ref()
+            .filter(|t| t.config.is_some())
+            .map(|t| t.served.der.as_slice())
+    }
+
+    /// The served certificate in PEM, when serving HTTPS (for tools that want a CA file).
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.shared
+            .tls
+            .as_ref()
+            .filter(|t| t.config.is_some())
+            .map(|t| t.served.pem.as_str())
     }
 
     /// Full URL of the token endpoint (`IDENTITY_ENDPOINT`/`MSI_ENDPOINT`).
@@ -235,7 +338,7 @@ impl Emulator {
 
     /// Environment variables that point SDKs at this emulator in its mode.
     pub fn env(&self) -> Vec<(String, String)> {
-        state::env_hints(&self.shared, &self.url(), &self.token_url())
+        state::env_hints(&self.shared)
     }
 
     /// Every enabled identity: the system-assigned one first (when enabled), then `uai-1`….
@@ -302,17 +405,22 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.shared.begin_shutdown();
-        // Wake the accept loop.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(if wake.is_ipv6() {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            });
+        // Wake the accept loops.
+        let mut wake = vec![self.addr];
+        if self.control_addr != self.addr {
+            wake.push(self.control_addr);
         }
-        let _ = TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
+        for mut addr in wake.into_iter().take(self.accept.len()) {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv6() {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                });
+            }
+            let _ = TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1));
+        }
+        for h in self.accept.drain(..) {
             let _ = h.join();
         }
         self.shared.cleanup();

@@ -5,14 +5,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use imds_emulator::{Config, Emulator, FaultRule, Mode, MsiClock};
+use imds_emulator::{Blackhole, Config, Emulator, FaultRule, Mode, MsiClock, Refused, Transport};
 
 const USAGE: &str = "\
 imds-emulator: a local emulator of the Azure managed-identity token endpoints
 
 USAGE: imds-emulator [OPTIONS]
 
-  --mode MODE            imds (default) | appservice2019 | msi2017 | azureml | cloudshell | arc | vmext
+  --mode MODE            imds (default) | appservice2019 | msi2017 | azureml | cloudshell | arc |
+                         vmext | service-fabric; or blackhole | refused (a loopback port whose
+                         connects time out / are refused; only --host and --port apply)
   --host IP              address to bind (default 127.0.0.1)
   --port PORT            port to bind; 0 (default) picks a free one
   --identities N         user-assigned identities uai-1..uai-N (default 0)
@@ -31,14 +33,28 @@ USAGE: imds-emulator [OPTIONS]
   --chunked              send every response with Transfer-Encoding: chunked
   --accept-any-resource  do not answer invalid_resource for non-URL, non-GUID resources
   --max-connections N    connections served at once (default 512)
+  --tls                  serve HTTPS with a self-signed certificate (default in service-fabric)
+  --plain                serve plain HTTP (service-fabric: the thumbprint is still advertised)
+  --wrong-thumbprint     advertise the thumbprint of a certificate that is not served
   -h, --help             this text
 
-The first line on stdout is the base URL, http://127.0.0.1:PORT. Environment variables that
-point SDKs at the emulator follow on stderr. SIGINT or SIGTERM stops it (exit status 0).
+The first line on stdout is the base URL, http://127.0.0.1:PORT (https:// when serving
+HTTPS). When there is a certificate thumbprint, a line 'thumbprint HEX' follows (SHA-1 of the
+DER certificate, 40 upper-case hex digits, as IDENTITY_SERVER_THUMBPRINT); when the control
+API is on another port (HTTPS), a line 'control http://127.0.0.1:PORT'. Environment variables
+that point SDKs at the emulator follow on stderr. SIGINT or SIGTERM stops it (exit status 0).
 ";
 
-fn parse_args(args: &[String]) -> Result<Config, String> {
+/// What to run.
+enum Run {
+    Emulator(Config),
+    Blackhole(SocketAddr),
+    Refused(SocketAddr),
+}
+
+fn parse_args(args: &[String]) -> Result<Run, String> {
     let mut cfg = Config::default();
+    let mut special: Option<&str> = None;
     let mut host: IpAddr = [127, 0, 0, 1].into();
     let mut port: u16 = 0;
     let mut it = args.iter();
@@ -55,7 +71,14 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
         match flag.as_str() {
             "--mode" => {
                 let v = value()?;
-                cfg.mode = Mode::parse(&v).ok_or_else(|| format!("unknown mode {v}"))?;
+                special = match v.as_str() {
+                    "blackhole" => Some("blackhole"),
+                    "refused" => Some("refused"),
+                    _ => {
+                        cfg.mode = Mode::parse(&v).ok_or_else(|| format!("unknown mode {v}"))?;
+                        None
+                    }
+                };
             }
             "--host" => {
                 let v = value()?;
@@ -92,11 +115,39 @@ fn parse_args(args: &[String]) -> Result<Config, String> {
             "--chunked" => cfg.chunked = true,
             "--accept-any-resource" => cfg.reject_unknown_resources = false,
             "--max-connections" => cfg.max_connections = num(flag, value()?)?,
+            "--tls" | "--plain" => {
+                let t = if flag == "--tls" {
+                    Transport::Https
+                } else {
+                    Transport::Http
+                };
+                if cfg.transport.is_some_and(|old| old != t) {
+                    return Err("--tls and --plain exclude each other".to_string());
+                }
+                cfg.transport = Some(t);
+            }
+            "--wrong-thumbprint" => cfg.wrong_thumbprint = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    cfg.bind = SocketAddr::new(host, port);
-    Ok(cfg)
+    let bind = SocketAddr::new(host, port);
+    cfg.bind = bind;
+    Ok(match special {
+        Some("blackhole") => Run::Blackhole(bind),
+        Some(_) => Run::Refused(bind),
+        None => Run::Emulator(cfg),
+    })
+}
+
+/// Prints the first stdout lines (flushed at once), then waits for SIGINT or SIGTERM.
+fn serve_until_signal(mut signals: signal_hook::iterator::Signals, lines: &[String]) -> ExitCode {
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(lines.concat().as_bytes());
+        let _ = out.flush();
+    }
+    let _ = signals.forever().next();
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -105,15 +156,15 @@ fn main() -> ExitCode {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let cfg = match parse_args(&args) {
-        Ok(c) => c,
+    let run = match parse_args(&args) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("imds-emulator: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     // Register the handlers before serving, so that a signal is never lost.
-    let mut signals = match signal_hook::iterator::Signals::new([
+    let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ]) {
@@ -123,6 +174,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cfg = match run {
+        Run::Emulator(cfg) => cfg,
+        Run::Blackhole(addr) => {
+            return match Blackhole::bind(addr) {
+                Ok(b) => {
+                    eprintln!(
+                        "imds-emulator: blackhole at {} (connects time out)",
+                        b.url()
+                    );
+                    serve_until_signal(signals, &[format!("{}\n", b.url())])
+                }
+                Err(e) => {
+                    eprintln!("imds-emulator: cannot start a blackhole: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Run::Refused(addr) => {
+            return match Refused::bind(addr) {
+                Ok(r) => {
+                    eprintln!("imds-emulator: refused port at {}", r.url());
+                    serve_until_signal(signals, &[format!("{}\n", r.url())])
+                }
+                Err(e) => {
+                    eprintln!("imds-emulator: cannot reserve a port: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    };
     let emu = match Emulator::start(cfg) {
         Ok(e) => e,
         Err(e) => {
@@ -130,10 +211,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", emu.url());
-        let _ = out.flush();
+    let mut lines = vec![format!("{}\n", emu.url())];
+    if let Some(t) = emu.thumbprint() {
+        lines.push(format!("thumbprint {t}\n"));
+    }
+    if emu.control_url() != emu.url() {
+        lines.push(format!("control {}\n", emu.control_url()));
     }
     eprintln!(
         "imds-emulator: mode {} at {}",
@@ -143,7 +226,7 @@ fn main() -> ExitCode {
     for (k, v) in emu.env() {
         eprintln!("{k}={v}");
     }
-    let _ = signals.forever().next();
+    let status = serve_until_signal(signals, &lines);
     drop(emu);
-    ExitCode::SUCCESS
+    status
 }

@@ -1,24 +1,27 @@
 //! Accepting connections and delivering planned responses (one request per connection).
 
 use std::io::{ErrorKind, Read};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::conn::Conn;
 use crate::handler::{self, Delivery, Plan};
 use crate::http::{self, Framing, ReadError, Response};
 use crate::state::{Key, Shared};
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The token endpoint and the control API, over TLS in HTTPS modes.
+    Main,
+    /// Only the control API, over plain HTTP (beside an HTTPS main listener).
+    Control,
+}
+
 /// Accepts until shutdown, one thread per connection, at most `max_connections` at once.
-pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
-    let url = match listener.local_addr() {
-        Ok(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
-        Ok(a) if a.is_ipv6() => format!("http://[{}]:{}", a.ip(), a.port()),
-        Ok(a) => format!("http://{a}"),
-        Err(_) => String::new(),
-    };
-    let url: Arc<str> = url.into();
+pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener, role: Role) {
     for conn in listener.incoming() {
         if sh.is_shutdown() {
             break;
@@ -50,11 +53,10 @@ pub(crate) fn accept_loop(sh: Arc<Shared>, listener: TcpListener) {
         // machine must not squeeze arrivals together and throttle a client that kept the rate.
         let arrived = Instant::now();
         let s = Arc::clone(&sh);
-        let u = Arc::clone(&url);
         let spawned = std::thread::Builder::new()
             .name("imds-emulator-conn".into())
             .spawn(move || {
-                serve(&s, stream, &u, arrived);
+                serve(&s, stream, role, arrived);
                 let mut n = s.connections.lock().unwrap_or_else(|e| e.into_inner());
                 *n -= 1;
                 s.connections_cv.notify_all();
@@ -97,16 +99,27 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn serve(sh: &Shared, mut stream: TcpStream, url: &str, arrived: Instant) {
+fn serve(sh: &Shared, tcp: TcpStream, role: Role, arrived: Instant) {
     let mut flight = InFlight {
         sh,
         accepted: true,
         admitted: false,
         key: None,
     };
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = tcp.set_write_timeout(Some(Duration::from_secs(30)));
+    let tls = match role {
+        Role::Main => sh.tls.as_ref().and_then(|t| t.config.as_ref()),
+        Role::Control => None,
+    };
+    let mut stream = match Conn::accept(tcp, tls) {
+        Ok(c) => c,
+        Err(_) => {
+            sh.lock().count_tls_failure();
+            return;
+        }
+    };
     let req = match http::read_request(&mut stream) {
         Ok(r) => r,
         Err(ReadError::Closed) => return,
@@ -123,9 +136,9 @@ fn serve(sh: &Shared, mut stream: TcpStream, url: &str, arrived: Instant) {
     } else {
         Framing::Length
     };
-    if req.path == "/control" || req.path.starts_with("/control/") {
+    if req.path == "/control" || req.path.starts_with("/control/") || role == Role::Control {
         flight.finish();
-        let r = crate::control::handle(sh, &req, url);
+        let r = crate::control::handle(sh, &req);
         send(&mut stream, &r, framing);
         close(stream);
         return;
@@ -144,24 +157,14 @@ fn serve(sh: &Shared, mut stream: TcpStream, url: &str, arrived: Instant) {
     execute(sh, stream, plan, &mut flight);
 }
 
-fn send(stream: &mut TcpStream, resp: &Response, framing: Framing) {
+fn send(stream: &mut Conn, resp: &Response, framing: Framing) {
     let (mut head, body) = http::serialize(resp, framing);
     head.extend_from_slice(&body);
     let _ = http::write_all(stream, &head);
 }
 
-/// Half-closes, then drains what the client still sends so that closing does not reset.
-fn close(mut stream: TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 4096];
-    let mut total = 0;
-    while total < 64 * 1024 {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => total += n,
-        }
-    }
+fn close(stream: Conn) {
+    stream.close();
 }
 
 /// Sleeps up to `ms`, returning early when the emulator stops.
@@ -176,7 +179,7 @@ fn nap(sh: &Shared, ms: u64) {
     }
 }
 
-fn execute(sh: &Shared, mut stream: TcpStream, plan: Plan, flight: &mut InFlight<'_>) {
+fn execute(sh: &Shared, mut stream: Conn, plan: Plan, flight: &mut InFlight<'_>) {
     let label = match plan.delivery {
         Delivery::Reset => "reset".to_string(),
         Delivery::Hang(_) => "hang".to_string(),
@@ -232,13 +235,15 @@ fn execute(sh: &Shared, mut stream: TcpStream, plan: Plan, flight: &mut InFlight
             close(stream);
         }
         Delivery::Reset => {
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
             flight.finish();
             drop(stream);
         }
         Delivery::Hang(limit) => {
             let start = Instant::now();
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+            let _ = stream
+                .tcp()
+                .set_read_timeout(Some(Duration::from_millis(50)));
             let mut buf = [0u8; 1024];
             loop {
                 if sh.is_shutdown()

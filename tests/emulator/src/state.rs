@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::fault::{ActiveRule, Fault, FaultRule};
 use crate::identity::Identity;
-use crate::{Config, Mode};
+use crate::tls::TlsSetup;
+use crate::{Config, Mode, Transport};
 
 /// A snapshot of what the emulator saw.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -45,6 +46,9 @@ pub struct Stats {
     pub max_window_arrivals: u64,
     /// Most requests admitted in any window of `window_ms`.
     pub max_window_admitted: u64,
+    /// TLS handshakes that failed: the client refused the certificate (a wrong thumbprint),
+    /// spoke plain HTTP to the HTTPS port, or went away. Such connections send no request.
+    pub tls_handshake_failures: u64,
     /// Per (identity, resource) counters, for requests whose identity was resolved.
     pub keys: Vec<KeyStats>,
 }
@@ -174,11 +178,30 @@ impl State {
         }
     }
 
+    pub(crate) fn count_tls_failure(&mut self) {
+        self.stats.tls_handshake_failures += 1;
+    }
+
     /// Takes the first fault rule matching (identity, resource), consuming one use.
     pub(crate) fn take_fault(
         &mut self,
         identity: Option<&Identity>,
         resource: Option<&str>,
+    ) -> Option<Fault> {
+        self.take_matching(identity, resource, |_| true)
+    }
+
+    /// Takes the first rule that applies to a request answered before any validation (only
+    /// `unreachable_403` does: a proxy in front of the endpoint), consuming one use.
+    pub(crate) fn take_proxy_fault(&mut self) -> Option<Fault> {
+        self.take_matching(None, None, |f| matches!(f, Fault::Unreachable403))
+    }
+
+    fn take_matching(
+        &mut self,
+        identity: Option<&Identity>,
+        resource: Option<&str>,
+        applies: impl Fn(&Fault) -> bool,
     ) -> Option<Fault> {
         let now = Instant::now();
         // Drop gone windows that are over.
@@ -196,7 +219,7 @@ impl State {
                 (Some(s), Some(res)) => s == res,
                 (Some(_), None) => false,
             };
-            id_ok && res_ok
+            id_ok && res_ok && applies(&r.fault)
         })?;
         let active = &mut self.faults[idx];
         let fault = active.rule.fault.clone();
@@ -256,6 +279,12 @@ pub(crate) struct Shared {
     by_resource: HashMap<String, usize>,
     pub(crate) arc_dir: PathBuf,
     created_arc_dir: bool,
+    /// Base URL of the token listener (`http://…` or `https://…`).
+    pub(crate) url: String,
+    /// Base URL of the plain-HTTP control listener (the token listener's when that is plain).
+    pub(crate) control_url: String,
+    /// The certificate and thumbprints, in HTTPS modes and in Service Fabric mode.
+    pub(crate) tls: Option<TlsSetup>,
     state: Mutex<State>,
     pub(crate) shutdown: AtomicBool,
     pub(crate) connections: Mutex<usize>,
@@ -266,15 +295,49 @@ pub(crate) struct Shared {
 
 static ARC_DIRS: AtomicU64 = AtomicU64::new(0);
 
+/// The sockets an emulator serves.
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    /// Token endpoint and control API (over TLS in HTTPS modes).
+    pub(crate) main: TcpListener,
+    /// Control API over plain HTTP, when `main` speaks TLS.
+    pub(crate) control: Option<TcpListener>,
+}
+
+/// `scheme://127.0.0.1:PORT` for a bound address (an unspecified address becomes loopback).
+pub(crate) fn base_url(scheme: &str, addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("{scheme}://127.0.0.1:{}", addr.port())
+    } else if addr.is_ipv6() {
+        format!("{scheme}://[{}]:{}", addr.ip(), addr.port())
+    } else {
+        format!("{scheme}://{addr}")
+    }
+}
+
 impl Shared {
-    pub(crate) fn new(cfg: Config) -> io::Result<(Shared, TcpListener)> {
+    pub(crate) fn new(cfg: Config) -> io::Result<(Shared, Listeners)> {
         if cfg.rate == 0 || cfg.concurrency == 0 || cfg.window_ms == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "rate, concurrency and window must be positive",
             ));
         }
+        let https = cfg.transport() == Transport::Https;
+        let tls = if https || cfg.mode == Mode::ServiceFabric {
+            Some(TlsSetup::new(https, cfg.wrong_thumbprint)?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(cfg.bind)?;
+        let url = base_url(if https { "https" } else { "http" }, listener.local_addr()?);
+        let (control, control_url) = if https {
+            let c = TcpListener::bind(std::net::SocketAddr::new(cfg.bind.ip(), 0))?;
+            let u = base_url("http", c.local_addr()?);
+            (Some(c), u)
+        } else {
+            (None, url.clone())
+        };
         let identities: Vec<Identity> = (0..=cfg.identities).map(Identity::user_assigned).collect();
         let mut by_client = HashMap::new();
         let mut by_object = HashMap::new();
@@ -316,13 +379,19 @@ impl Shared {
                 by_resource,
                 arc_dir,
                 created_arc_dir,
+                url,
+                control_url,
+                tls,
                 state: Mutex::new(state),
                 shutdown: AtomicBool::new(false),
                 connections: Mutex::new(0),
                 connections_cv: Condvar::new(),
                 accepted: AtomicU64::new(0),
             },
-            listener,
+            Listeners {
+                main: listener,
+                control,
+            },
         ))
     }
 
@@ -448,7 +517,9 @@ impl Shared {
 }
 
 /// Environment variables that point SDKs at the emulator.
-pub(crate) fn env_hints(shared: &Shared, url: &str, token_url: &str) -> Vec<(String, String)> {
+pub(crate) fn env_hints(shared: &Shared) -> Vec<(String, String)> {
+    let url = shared.url.as_str();
+    let token_url = format!("{url}{}", shared.cfg.mode.token_path());
     let secret = shared.cfg.secret.clone();
     let v = |k: &str, v: String| (k.to_string(), v);
     let system_client = shared.identities[0].client_id.clone();
@@ -473,5 +544,17 @@ pub(crate) fn env_hints(shared: &Shared, url: &str, token_url: &str) -> Vec<(Str
             v("IMDS_ENDPOINT", url.to_string()),
         ],
         Mode::VmExt => vec![v("MSI_ENDPOINT", token_url.to_string())],
+        Mode::ServiceFabric => vec![
+            v("IDENTITY_ENDPOINT", token_url.to_string()),
+            v("IDENTITY_HEADER", secret),
+            v(
+                "IDENTITY_SERVER_THUMBPRINT",
+                shared
+                    .tls
+                    .as_ref()
+                    .map(|t| t.advertised.clone())
+                    .unwrap_or_default(),
+            ),
+        ],
     }
 }

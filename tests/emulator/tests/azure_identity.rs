@@ -1,4 +1,5 @@
-//! azure-identity (Python) gets tokens from the emulator in `imds` and `appservice2019` modes.
+//! azure-identity (Python) gets tokens from the emulator in `imds`, `appservice2019` and
+//! `service-fabric` (HTTPS) modes.
 //!
 //! Needs a Python with `azure-identity` installed: `IMDS_EMULATOR_PYTHON` names it (default
 //! `python3`). When it is missing the tests say so and pass, unless
@@ -130,4 +131,18 @@ fn app_service_2019_mode() {
         Some(&u1.client_id),
     );
     check(&emu, &token, exp, &u1, "https://management.azure.com");
+}
+
+#[test]
+fn service_fabric_mode() {
+    let Some(py) = python() else { return };
+    let emu = Emulator::start(Config::new(Mode::ServiceFabric)).unwrap();
+    let (token, exp) = get_token(&py, &emu, "https://vault.azure.net/.default", None);
+    check(
+        &emu,
+        &token,
+        exp,
+        &Identity::system(),
+        "https://vault.azure.net",
+    );
 }

@@ -120,3 +120,76 @@ fn bad_arguments_exit_with_2() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--arc-key-dir"));
 }
+
+/// Spawns the binary and returns it with its first `n` stdout lines.
+fn spawn_lines(args: &[&str], n: usize) -> (Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imds-emulator"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let lines = (0..n)
+        .map(|_| {
+            let mut l = String::new();
+            out.read_line(&mut l).unwrap();
+            l.strip_suffix('\n').expect("a whole line").to_string()
+        })
+        .collect();
+    (child, lines)
+}
+
+fn addr_of(url: &str, scheme: &str) -> SocketAddr {
+    url.strip_prefix(scheme)
+        .and_then(|a| a.strip_prefix("://"))
+        .unwrap_or_else(|| panic!("{url} is not {scheme}://"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn service_fabric_prints_url_thumbprint_and_control_url() {
+    let (child, lines) = spawn_lines(&["--mode", "service-fabric"], 3);
+    let addr = addr_of(&lines[0], "https");
+    let thumb = lines[1]
+        .strip_prefix("thumbprint ")
+        .expect("thumbprint HEX");
+    assert_eq!(thumb.len(), 40);
+    let control = addr_of(
+        lines[2].strip_prefix("control ").expect("control URL"),
+        "http",
+    );
+    let cfg = get(control, "/control/config", &[]).json();
+    assert_eq!(cfg["thumbprint"], thumb);
+    assert_eq!(cfg["url"], lines[0].as_str());
+    let secret = cfg["secret"].as_str().unwrap().to_string();
+    let target = format!(
+        "/metadata/identity/oauth2/token?api-version=2019-07-01-preview&resource={}",
+        enc(VAULT)
+    );
+    let r = tls::get(addr, thumb, &target, &[("secret", &secret)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    stop(child, "-TERM");
+
+    // --plain: HTTP, still a thumbprint, no separate control port.
+    let (child, lines) = spawn_lines(&["--mode", "service-fabric", "--plain"], 2);
+    let addr = addr_of(&lines[0], "http");
+    assert!(lines[1].starts_with("thumbprint "), "{lines:?}");
+    assert_eq!(get(addr, &target, &[("secret", &secret)]).status, 200);
+    stop(child, "-TERM");
+
+    // --wrong-thumbprint: the advertised one is not the served one.
+    let (child, lines) = spawn_lines(&["--mode", "service-fabric", "--wrong-thumbprint"], 3);
+    let advertised = lines[1].strip_prefix("thumbprint ").unwrap().to_string();
+    let control = addr_of(lines[2].strip_prefix("control ").unwrap(), "http");
+    let cfg = get(control, "/control/config", &[]).json();
+    assert_ne!(cfg["served_thumbprint"], advertised.as_str());
+    stop(child, "-TERM");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_imds-emulator"))
+        .args(["--mode", "service-fabric", "--tls", "--plain"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

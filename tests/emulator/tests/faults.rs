@@ -413,3 +413,44 @@ fn faults_from_the_start_and_in_other_modes() {
         200
     );
 }
+
+#[test]
+fn unreachable_403_is_docker_desktops_answer_to_every_request() {
+    const MSG: &str = "connecting to 169.254.169.254:80: connecting to 169.254.169.254:80: dial tcp 169.254.169.254:80: connectex: A socket operation was attempted to an unreachable network.";
+    let emu = emu();
+    // Through the control API, in query form; three requests get it.
+    let r = post(
+        emu.addr(),
+        "/control/faults?kind=unreachable_403&count=3",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A token request, a probe without `Metadata: true` (else E6), an unknown path (else 404).
+    for target in [
+        imds_target(ARM, ""),
+        imds_target(ARM, ""),
+        "/nope".to_string(),
+    ] {
+        let h: &[(&str, &str)] = if target == "/nope" {
+            &[]
+        } else {
+            &[("Metadata", "true")]
+        };
+        let raw = exchange(emu.addr(), &request("GET", &target, h, b"")).unwrap();
+        let head = format!("HTTP/1.0 403 {MSG}\r\n");
+        assert!(
+            raw.starts_with(head.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        let r = parse(raw);
+        assert_eq!((r.status, r.text().as_str()), (403, MSG));
+        assert!(r.text().contains("unreachable"));
+        assert_eq!(r.header("Content-Type"), None);
+    }
+    let r = get(emu.addr(), &imds_target(ARM, ""), &[]);
+    assert_eq!(r.status, 400, "the rule is used up: E6 again");
+    let s = emu.stats();
+    assert_eq!((s.status(403), s.faults_injected), (3, 3));
+}

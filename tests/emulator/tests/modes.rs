@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use imds_emulator::{Config, Emulator, Identity, Mode, MsiClock};
+use imds_emulator::{Config, Emulator, Identity, Mode, MsiClock, Transport};
 use serde_json::Value;
 
 fn start(mode: Mode, f: impl FnOnce(&mut Config)) -> Emulator {
@@ -465,7 +465,8 @@ fn vm_extension_endpoint() {
 #[test]
 fn every_mode_answers_with_content_length_and_control_api() {
     for mode in Mode::ALL {
-        let emu = start(mode, |_| {});
+        // Plain HTTP in every mode, Service Fabric included (its HTTPS: tests/service_fabric.rs).
+        let emu = start(mode, |c| c.transport = Some(Transport::Http));
         assert_eq!(emu.mode(), mode);
         assert!(emu.token_url().ends_with(mode.token_path()));
         let r = get(emu.addr(), "/control/config", &[]);

@@ -9,6 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+pub mod tls;
+
 /// A parsed response.
 #[derive(Debug)]
 pub struct Resp {
@@ -101,7 +103,11 @@ pub fn parse(raw: Vec<u8>) -> Resp {
     let head = String::from_utf8(raw[..end - 4].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
-    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    // HTTP/1.0: the status line of Docker Desktop's proxy (the `unreachable_403` fault).
+    assert!(
+        status_line.starts_with("HTTP/1.1 ") || status_line.starts_with("HTTP/1.0 "),
+        "{status_line}"
+    );
     let status: u16 = status_line[9..12].parse().unwrap();
     let headers: Vec<(String, String)> = lines
         .map(|l| {
