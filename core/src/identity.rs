@@ -359,11 +359,43 @@ impl Flavour {
     pub(crate) fn from_u8(v: u8) -> Option<Self> {
         Self::ALL.get(v as usize).copied()
     }
+
+    /// The flavour's stable snake_case name (`imds`, `app_service_2019`, …), as logs, the
+    /// Python `flavour=` argument and error messages spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Imds => "imds",
+            Self::AppService2019 => "app_service_2019",
+            Self::Msi2017 => "msi_2017",
+            Self::Arc => "arc",
+            Self::CloudShell => "cloud_shell",
+            Self::ServiceFabric => "service_fabric",
+            Self::VmExtension => "vm_extension",
+        }
+    }
+
+    /// The flavour of a [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|f| f.name() == name)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flavour_names_are_unique_and_round_trip() {
+        for (i, f) in Flavour::ALL.iter().enumerate() {
+            assert_eq!(Flavour::from_name(f.name()), Some(*f));
+            assert_eq!(*f as usize, i);
+            assert!(f
+                .name()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        }
+        assert_eq!(Flavour::from_name("IMDS"), None);
+    }
 
     const RID: &str = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1";
 

@@ -242,6 +242,60 @@ pub struct Stats {
     pub lease_lapses: u64,
 }
 
+impl Stats {
+    /// The counters by name, in declaration order: the one list the C struct, Python's
+    /// `stats()` dict and the reports are checked against.
+    pub const fn fields(&self) -> [(&'static str, u64); 13] {
+        [
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("fetches", self.fetches),
+            ("coalesced", self.coalesced),
+            ("refreshes", self.refreshes),
+            ("tokens", self.tokens),
+            ("failures_retry", self.failures_retry),
+            ("failures_terminal", self.failures_terminal),
+            ("failures_unavailable", self.failures_unavailable),
+            ("evictions", self.evictions),
+            ("throttled", self.throttled),
+            ("stale_tickets", self.stale_tickets),
+            ("lease_lapses", self.lease_lapses),
+        ]
+    }
+
+    /// Adds `other`'s counters to these (several caches' totals).
+    pub fn add(&mut self, other: &Stats) {
+        let Stats {
+            hits,
+            misses,
+            fetches,
+            coalesced,
+            refreshes,
+            tokens,
+            failures_retry,
+            failures_terminal,
+            failures_unavailable,
+            evictions,
+            throttled,
+            stale_tickets,
+            lease_lapses,
+        } = *other;
+        self.hits += hits;
+        self.misses += misses;
+        self.fetches += fetches;
+        self.coalesced += coalesced;
+        self.refreshes += refreshes;
+        self.tokens += tokens;
+        self.failures_retry += failures_retry;
+        self.failures_terminal += failures_terminal;
+        self.failures_unavailable += failures_unavailable;
+        self.evictions += evictions;
+        self.throttled += throttled;
+        self.stale_tickets += stale_tickets;
+        self.lease_lapses += lease_lapses;
+    }
+}
+
 /// Where the cache's memory goes (for sizing and the D4 budget).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryUse {

@@ -1243,3 +1243,40 @@ fn a_layout_holds_its_capacity() {
     let _ = fetch(&mut c, &key(capacity), T0 + 2);
     assert_eq!(c.stats().evictions, 1);
 }
+
+#[test]
+fn stats_fields_name_every_counter_once() {
+    // A struct literal without `..`: adding a counter breaks this test until it is listed.
+    let s = Stats {
+        hits: 1,
+        misses: 2,
+        fetches: 3,
+        coalesced: 4,
+        refreshes: 5,
+        tokens: 6,
+        failures_retry: 7,
+        failures_terminal: 8,
+        failures_unavailable: 9,
+        evictions: 10,
+        throttled: 11,
+        stale_tickets: 12,
+        lease_lapses: 13,
+    };
+    let fields = s.fields();
+    let values: std::vec::Vec<u64> = fields.iter().map(|(_, v)| *v).collect();
+    assert_eq!(values, (1..=13).collect::<std::vec::Vec<u64>>());
+    assert_eq!(std::format!("{s:?}").matches(": ").count(), fields.len());
+    for (name, v) in fields {
+        assert!(
+            std::format!("{s:?}").contains(&std::format!("{name}: {v}")),
+            "{name}"
+        );
+    }
+    let mut total = s;
+    total.add(&s);
+    assert!(total
+        .fields()
+        .iter()
+        .zip(fields)
+        .all(|(a, b)| a.1 == 2 * b.1));
+}
