@@ -1,55 +1,91 @@
-# The two commands of the README: `make demo` and `make test`. Both install what they need.
+# The two commands of the README, `make demo` and `make test`, install what they need.
+# `make` alone lists every target (`make help`); each target's line is the `## ` comment above
+# its rule, here or in mk/*.mk, and `make help-check` (part of `make test`) fails when a .PHONY
+# target has none.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
 CARGO ?= cargo
 BARE_METAL := thumbv7em-none-eabihf
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: test demo setup venv fmt-check clippy unit bare-metal doc benches-compile
+.PHONY: help help-check test test-steps demo setup venv fmt-check clippy unit bare-metal doc \
+	benches-compile torture
 
-# Parts owned by later issues (C ABI, Python) add their targets here.
+# The C ABI, Python, fuzzing, Miri and benchmark targets.
 -include mk/*.mk
 
-## Everything CI checks: formatting, lints, tests, the no_std build, docs.
-test: setup fmt-check clippy unit bare-metal doc benches-compile miri fuzz-check c-test c-test-rust-asan py-test
+## This list: every target, one line each.
+help:
+	@awk -f mk/help.awk $(MAKEFILE_LIST)
+
+## Fails when a .PHONY target has no `## ` line above its rule.
+help-check:
+	@awk -v check=1 -f mk/help.awk $(MAKEFILE_LIST)
+
+# The steps run in a session of their own; tests/lib/no_leftovers.sh lists and stops whatever
+# is still running when they end (an emulator a script forgot, say) and then fails.
+## Everything CI checks, then fails if any process it started is still running.
+test:
+	tests/lib/no_leftovers.sh $(MAKE) --no-print-directory test-steps
+
+## The steps of `make test` (fmt, clippy, tests, Miri, fuzz corpora, C, Python), unguarded.
+test-steps: setup help-check fmt-check clippy unit bare-metal doc benches-compile miri fuzz-check \
+		c-test c-test-rust-asan py-test
 	@echo "make test: all checks passed"
 
-## CI builds the benches without running them (`make bench` runs them).
+# Each agent against a fresh emulator with 1000 identities (REAL_LIMITS=1: IMDS's own limits).
+DEMO_AGENTS := rust c python
+## The main job: the Rust, C and Python agents, each against a fresh bundled IMDS emulator.
+demo: setup c-agent py-install
+	$(CARGO) build --release --locked -p imds-emulator
+	$(CARGO) build --release --locked -p imds-cache-client --example rust_agent
+	bash tests/demo.sh $(DEMO_AGENTS)
+
+# `make bench` runs the benches; CI only builds them.
+## Builds the benches without running them.
 benches-compile:
 	$(CARGO) bench --no-run --locked -p imds-cache-benches
 
-## Toolchain pieces a fresh machine lacks; fail loudly if they cannot be had.
+## Toolchain pieces a fresh machine lacks (rustfmt, clippy, the bare-metal target); fails loudly.
 setup:
 	@command -v rustup >/dev/null || { echo "rustup is required"; exit 1; }
 	rustup component add rustfmt clippy
 	rustup target add $(BARE_METAL)
 
+## cargo fmt --check over the workspace.
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+## cargo clippy on every target of the workspace, warnings as errors.
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## azure-identity, so the emulator's tests check it against the real SDK (never skipped here).
+# The emulator's tests check it against the real SDK, so azure-identity is never skipped here.
+## A .venv with azure-identity.
 venv:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check azure-identity
 
+# The torture test runs here in its short form (TORTURE_SECS unset: 30 s); `make torture` is
+# the long one.
+## cargo test over the workspace (the torture test's short form included).
 unit: venv
 	IMDS_EMULATOR_PYTHON=$(PY) IMDS_EMULATOR_REQUIRE_AZURE_IDENTITY=1 $(CARGO) test --workspace --locked
 
-## The core links neither std nor alloc: prove it on a bare-metal target.
+## The core links neither std nor alloc: builds it for a bare-metal target.
 bare-metal:
 	$(CARGO) build -p imds-cache --target $(BARE_METAL) --locked
 	$(CARGO) build -p imds-cache --target $(BARE_METAL) --release --locked
 
+## cargo doc over the workspace, warnings as errors.
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
-## The main job: each agent against a fresh bundled IMDS emulator (REAL_LIMITS=1: IMDS's own).
-DEMO_AGENTS := rust c python
-demo: setup c-agent py-install
-	$(CARGO) build --release --locked -p imds-emulator
-	$(CARGO) build --release --locked -p imds-cache-ffi --example rust_agent
-	bash tests/demo.sh $(DEMO_AGENTS)
+# 16 threads against an emulator that injects random faults (RELIABILITY.md), release build.
+TORTURE_SECS ?= 600
+## The torture test's long form: TORTURE_SECS seconds (default 600), release build.
+torture:
+	TORTURE_SECS=$(TORTURE_SECS) $(CARGO) test --release --locked -p imds-cache-client \
+		--test torture -- --nocapture

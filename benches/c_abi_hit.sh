@@ -24,30 +24,17 @@ done
   benches/c_abi_hit.c "$TARGET/release/libimds_cache_ffi.a" \
   -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$TARGET/c/c_abi_hit"
 
-log=$(mktemp)
-emulator=
+. tests/lib/emulator.sh
+result=$(mktemp)
 cleanup() {
-  if [ -n "$emulator" ]; then
-    kill "$emulator" 2>/dev/null || true
-    wait "$emulator" 2>/dev/null || true
-  fi
-  rm -f "$log"
+  emulator_stop_all
+  rm -f "$result"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+EMULATOR=$TARGET/release/imds-emulator
+emulator_start url --port 0 --identities 1000 --token-size 1900 --throttle off
 
-"$TARGET/release/imds-emulator" --port 0 --identities 1000 --token-size 1900 --throttle off \
-  >"$log" 2>/dev/null &
-emulator=$!
-for _ in $(seq 200); do [ -s "$log" ] && break; sleep 0.05; done
-url=$(head -n 1 "$log")
-case "$url" in
-  http://*) ;;
-  *) echo "c_abi_hit: the emulator did not start" >&2; exit 1 ;;
-esac
-
-result=$(mktemp)
-trap 'cleanup; rm -f "$result"' EXIT
 "$TARGET/c/c_abi_hit" "$url" --runs "${C_ABI_RUNS:-11}" --iters "${C_ABI_ITERS:-200000}" | tee "$result"
 json=$(tail -n 1 "$result")
 case "$json" in

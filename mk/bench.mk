@@ -1,6 +1,6 @@
-# `make bench`: every benchmark of BENCHMARKS.md in one run (~5 minutes on 2 cores), then the
-# table with the issue's targets as ratios. Absolute times depend on the machine; the ratios
-# are measured in the same run.
+# `make bench`: every benchmark of BENCHMARKS.md in one run (~7 minutes on 2 cores), then the
+# table that states each performance goal as a ratio. Absolute times depend on the machine;
+# the ratios are measured in the same run.
 #   BENCH_TIME=S      criterion measurement time per benchmark (default 2 s; warm-up 0.5 s)
 #   REAL_LIMITS=1     also the cold start at IMDS's real limits (adds ~2.5 minutes)
 # The C ABI hit (benches/c_abi_hit.sh: gcc, the static library) and the Python comparison
@@ -12,13 +12,15 @@ BENCH_TIME ?= 2
 BENCH_PKG := -p imds-cache-benches
 BENCH_COLD_FLAGS := $(if $(filter 1,$(REAL_LIMITS)),--real-limits,)
 
-## Builds what `make bench` runs: the criterion benches, the bins, the emulator binary and the
-## C library (target/release/libimds_cache_ffi.a, as `make capi-lib`).
+# The criterion benches, the bins, the emulator binary and the C library
+# (target/release/libimds_cache_ffi.a, as `make capi-lib`).
+## Builds what `make bench` runs.
 bench-build:
 	$(CARGO) bench --no-run --locked $(BENCH_PKG)
 	$(CARGO) build --release --locked -p imds-emulator $(BENCH_PKG) --bins
 	$(CARGO) build --release --locked -p imds-cache-ffi
 
+## Every benchmark of BENCHMARKS.md, then the table of goals (BENCH_TIME=S, REAL_LIMITS=1).
 bench: bench-build
 	@echo "machine: $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $$(date -u +'%Y-%m-%d %H:%M UTC')"
 	$(CARGO) bench --locked $(BENCH_PKG) --benches -- --warm-up-time 0.5 --measurement-time $(BENCH_TIME)

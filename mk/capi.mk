@@ -1,11 +1,11 @@
-# The C ABI (issue 6): the installable library, the C tests under sanitizers and valgrind, the
+# The C ABI: the installable library, the C tests under sanitizers and valgrind, the
 # pkg-config builds, and the C agent demo. Included by the root Makefile.
 #
 #   make c-test                  C tests (C99 and C++11, ASan+UBSan, valgrind), install + pkg-config
 #   make c-test-rust-asan        the C tests against a staticlib whose Rust is built with ASan too
 #   make install PREFIX=/opt/x   libimds_cache.{a,so.0,so}, imds_cache.h, imds_cache.pc
 #   make demo-c                  the C agent against a fresh emulator with 1000 identities
-#   make header                  regenerate include/imds_cache.h (the capi_header test checks it)
+#   make header                  regenerate include/imds_cache.h (ffi's tests::header checks it)
 
 .PHONY: c-test c-test-rust-asan install demo-c c-agent header capi-lib capi-tools
 
@@ -43,9 +43,11 @@ capi-tools:
 capi-lib:
 	$(CARGO) build --release --locked -p imds-cache-ffi -p imds-emulator
 
+## Regenerates include/imds_cache.h (ffi's header test fails when it is stale).
 header:
-	IMDS_CACHE_BLESS=1 $(CARGO) test --locked -p imds-cache-ffi --test capi_header
+	IMDS_CACHE_BLESS=1 $(CARGO) test --locked -p imds-cache-ffi --lib tests::header
 
+## Installs libimds_cache.{a,so.0,so}, imds_cache.h, imds_cache.pc in PREFIX (SHARED=no: static only).
 install: capi-lib
 	@test -n "$(CAPI_VERSION)" || { echo "install: no version in Cargo.toml"; exit 1; }
 	install -d "$(DESTDIR)$(PREFIX)/lib/pkgconfig" "$(DESTDIR)$(PREFIX)/include"
@@ -62,6 +64,7 @@ install: capi-lib
 
 CAPI_STATIC := $(CAPI_RELEASE)/libimds_cache_ffi.a $(CAPI_LIBS_PRIVATE)
 
+## The C tests: C99 and C++11 under ASan+UBSan, valgrind, the installed library through pkg-config.
 c-test: capi-tools capi-lib
 	@mkdir -p $(CAPI_OUT)
 	@echo "== building the C tests (C99 and C++11, -Werror, ASan+UBSan; plain for valgrind)"

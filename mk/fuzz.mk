@@ -1,4 +1,4 @@
-# Fuzzing (issue 9): the cargo-fuzz targets of core/fuzz/ (see FUZZING.md).
+# Fuzzing: the cargo-fuzz targets of core/fuzz/ (see FUZZING.md).
 FUZZ_DIR := core/fuzz
 FUZZ_TARGETS := token_body response token_body_vs_serde_json cache_ops arm_identity request
 FUZZ_SECS ?= 60
@@ -6,7 +6,7 @@ CARGO_FUZZ_VERSION := 0.13.2
 
 .PHONY: fuzz-tools fuzz-check fuzz
 
-## Nightly and cargo-fuzz (pinned), installed only when missing; fails loudly without them.
+## Nightly and cargo-fuzz (pinned), installed when missing; fails loudly without them.
 fuzz-tools:
 	@command -v rustup >/dev/null || { echo "fuzz: rustup is required" >&2; exit 1; }
 	@rustup toolchain list | grep nightly >/dev/null || rustup toolchain install nightly --profile minimal \
@@ -15,7 +15,7 @@ fuzz-tools:
 		|| { echo "fuzz: cannot install cargo-fuzz $(CARGO_FUZZ_VERSION)" >&2; exit 1; }
 	@cargo +nightly fuzz --version
 
-## Builds every fuzz target (nightly, ASan) and runs each file of its corpus and regressions once.
+## Builds every fuzz target (nightly, ASan) and replays its corpus and regressions once.
 fuzz-check: fuzz-tools
 	cd $(FUZZ_DIR) && cargo +nightly fuzz build
 	@cd $(FUZZ_DIR) && for t in $(FUZZ_TARGETS); do \
@@ -31,7 +31,7 @@ fuzz-check: fuzz-tools
 		echo "fuzz-check: $$t: $$files files replayed"; \
 	done
 
-## Fuzzes each target in turn for FUZZ_SECS seconds (default 60), one job; grows the corpora.
+## Fuzzes each target in turn for FUZZ_SECS seconds (default 60); grows the corpora.
 fuzz: fuzz-tools
 	@cd $(FUZZ_DIR) && for t in $(FUZZ_TARGETS); do \
 		echo "fuzz: $$t for $(FUZZ_SECS) s"; \

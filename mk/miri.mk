@@ -1,4 +1,4 @@
-# Miri (issue 9): the core's unit and model tests and the ffi crate's tests that do no I/O
+# Miri: the core's unit and model tests and the ffi crate's tests that do no I/O
 # (its unit tests and the sans-IO C ABI driven from Rust), under the nightly interpreter.
 # Included by the root Makefile; part of `make test`. Heavy tests shrink under `cfg(miri)` or
 # are ignored there with a reason; the step stays under 8 minutes on 2 cores.
@@ -14,6 +14,7 @@ miri-setup:
 	rustup component add --toolchain nightly miri rust-src
 	$(CARGO) +nightly miri setup
 
+## The core's, the client's and the C ABI's tests that do no I/O, under Miri.
 miri: miri-setup
 	MIRIFLAGS="-Zmiri-ignore-leaks" $(CARGO) +nightly miri test --locked -p imds-cache --lib --test model
-	$(CARGO) +nightly miri test --locked -p imds-cache-ffi --lib --test capi_sansio
+	$(CARGO) +nightly miri test --locked -p imds-cache-client -p imds-cache-ffi --lib

@@ -6,7 +6,8 @@ AZURITE := python/tests/node_modules/.bin/azurite-blob
 
 .PHONY: py-install py-test demo-py
 
-## Build the wheel with maturin (through pip, from pyproject.toml) into the workspace target dir.
+# maturin builds the wheel through pip, from pyproject.toml, into the workspace target dir.
+## Builds the wheel and installs it into .venv, with what the Python tests need.
 py-install: venv
 	$(PIP) install --quiet $(PY_TEST_DEPS)
 	$(PIP) install --quiet --force-reinstall --no-deps ./python
@@ -16,8 +17,9 @@ $(AZURITE): python/tests/package.json
 	cd python/tests && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-## pytest against the installed wheel (emulator, azure-core pipelines over HTTPS, Azurite),
-## then mypy --strict on the typing file and stubtest on the package.
+# pytest against the installed wheel (the emulator, azure-core pipelines over HTTPS, Azurite),
+# then mypy --strict on the typing file and stubtest on the package.
+## The Python tests: pytest, mypy --strict and stubtest against the installed wheel.
 py-test: py-install $(AZURITE)
 	$(CARGO) build --release --locked -p imds-emulator
 	cd python/tests && $(PY) -m pytest -p no:cacheprovider -q .

@@ -5,6 +5,8 @@
 # Usage: tests/demo.sh AGENT...   (rust, c, python); exit 0 only when every report holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib/emulator.sh
+trap emulator_stop_all EXIT
 IDENTITIES=${IDENTITIES:-1000}
 if [ "${REAL_LIMITS:-0}" = 1 ]; then
   emulator_limits=(--rate 20 --concurrency 5)
@@ -17,19 +19,18 @@ else
   echo "limits: 500 requests/s and 16 in flight on both sides (REAL_LIMITS=1 for IMDS's own)"
 fi
 
+# run_agent NAME CMD…: a fresh emulator for one agent, stopped when the agent is done.
 run_agent() {
-  local name=$1; shift
-  local out; out=$(mktemp)
-  ./target/release/imds-emulator --identities "$IDENTITIES" "${emulator_limits[@]}" >"$out" 2>/dev/null &
-  local emulator=$!
-  # The emulator is stopped whatever happens.
-  trap 'kill "$emulator" 2>/dev/null || true; rm -f "$out"' RETURN
-  for _ in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
-  local url; url=$(head -n 1 "$out")
-  [ -n "$url" ] || { echo "the emulator did not start"; return 1; }
+  local name=$1 url; shift
+  # `|| status=1` below turns off set -e in here: without an emulator, stop (an agent with no
+  # emulator URL would ask the real IMDS address).
+  emulator_start url --identities "$IDENTITIES" "${emulator_limits[@]}" || return 1
   echo
   echo "== $name agent (emulator at $url) =="
-  AZURE_POD_IDENTITY_AUTHORITY_HOST="$url" "$@" "${client_limits[@]}"
+  local agent=0
+  AZURE_POD_IDENTITY_AUTHORITY_HOST="$url" "$@" "${client_limits[@]}" || agent=$?
+  emulator_stop url
+  return "$agent"
 }
 
 status=0

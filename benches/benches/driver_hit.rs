@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use imds_cache::{Identity, Resource};
 use imds_cache_benches::{key_sequence, warm_driver, RESOURCES, TOKEN_LEN};
-use imds_cache_ffi::Client;
+use imds_cache_client::Client;
 
 const IDENTITIES: usize = 1_000;
 const SEQUENCE: usize = 1 << 16;

@@ -12,7 +12,7 @@ use imds_cache::{
     BufferStorage, Config, Done, Feed, Flavour, Identity, Key, Lookup, Resource, Slot, TokenCache,
     BLOCK_SIZE,
 };
-use imds_cache_ffi::{Client, ClientConfig, OwnedEndpoint, SourceSpec};
+use imds_cache_client::{Client, ClientConfig, OwnedEndpoint, SourceSpec};
 use imds_emulator::{Emulator, Mode};
 
 /// The fake clock's "now" (ms since the epoch) for core benches.

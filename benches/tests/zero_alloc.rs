@@ -12,7 +12,7 @@ use imds_cache::{
 use imds_cache_benches::{body_samples, write_result, BodyKind, WarmCache, SAMPLE_NOW_SECS};
 
 // One allocator for both zero-allocation tests (this one and the driver's).
-#[path = "../../ffi/tests/common/counting_alloc.rs"]
+#[path = "../../client/tests/common/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations;
 

@@ -285,7 +285,7 @@ struct conn {
 static int event_loop(void) {
     size_t size = 0, i;
     void *mem;
-    imds_cache *h = NULL;
+    imds_cache_sansio *h = NULL;
     imds_cache_config *config = NULL;
     imds_cache_identity system_identity;
     struct conn conns[N_RESOURCES];
@@ -301,12 +301,12 @@ static int event_loop(void) {
     imds_cache_config_set_capacity(config, 16);
     imds_cache_config_set_endpoint(config, IMDS_CACHE_FLAVOUR_IMDS, (const uint8_t *)url,
                                    strlen(url), NULL, 0);
-    imds_cache_storage_size(config, &size);
+    imds_cache_sansio_storage_size(config, &size);
     mem = malloc(size); /* malloc's alignment covers IMDS_CACHE_STORAGE_ALIGN */
-    r = imds_cache_init(mem, size, config, &h);
+    r = imds_cache_sansio_init(mem, size, config, &h);
     imds_cache_config_free(config);
     if (r != IMDS_CACHE_RESULT_OK) {
-        print_result("imds_cache_init", r);
+        print_result("imds_cache_sansio_init", r);
         free(mem);
         return 0;
     }
@@ -324,11 +324,11 @@ static int event_loop(void) {
             imds_cache_request_info info;
             size_t n = 0;
             if (c->done || c->fd >= 0) continue;
-            r = imds_cache_lookup(h, &system_identity, (const uint8_t *)RESOURCES[i],
-                                  strlen(RESOURCES[i]), imds_cache_now_ms(), token, sizeof token,
-                                  &n, &a);
+            r = imds_cache_sansio_lookup(h, &system_identity, (const uint8_t *)RESOURCES[i],
+                                         strlen(RESOURCES[i]), imds_cache_now_ms(), token, sizeof token,
+                                         &n, &a);
             if (r != IMDS_CACHE_RESULT_OK) {
-                print_result("imds_cache_lookup", r);
+                print_result("imds_cache_sansio_lookup", r);
                 c->done = 1;
                 pending--;
                 continue;
@@ -340,11 +340,11 @@ static int event_loop(void) {
             }
             if (a.kind != IMDS_CACHE_LOOKUP_KIND_FETCH) continue; /* wait: throttled, pending */
             c->ticket = a.ticket;
-            r = imds_cache_request(h, a.ticket, imds_cache_now_ms(), c->req, sizeof c->req,
-                                   &c->req_len, &info);
+            r = imds_cache_sansio_request(h, a.ticket, imds_cache_now_ms(), c->req, sizeof c->req,
+                                          &c->req_len, &info);
             if (r != IMDS_CACHE_RESULT_OK) {
-                print_result("imds_cache_request", r);
-                imds_cache_cancel(h, a.ticket);
+                print_result("imds_cache_sansio_request", r);
+                imds_cache_sansio_cancel(h, a.ticket);
                 c->done = 1;
                 pending--;
                 continue;
@@ -353,7 +353,7 @@ static int event_loop(void) {
             c->sent = c->resp_len = 0;
             if (c->fd < 0) {
                 imds_cache_outcome out;
-                imds_cache_fail(h, a.ticket, IMDS_CACHE_TRANSPORT_REFUSED, imds_cache_now_ms(), &out);
+                imds_cache_sansio_fail(h, a.ticket, IMDS_CACHE_TRANSPORT_REFUSED, imds_cache_now_ms(), &out);
             }
         }
         /* Wait for the sockets. */
@@ -380,7 +380,7 @@ static int event_loop(void) {
                 n = write(c->fd, c->req + c->sent, c->req_len - c->sent);
                 if (n > 0) c->sent += (size_t)n;
                 else if (errno != EAGAIN) {
-                    imds_cache_fail(h, c->ticket, IMDS_CACHE_TRANSPORT_RESET, imds_cache_now_ms(), &out);
+                    imds_cache_sansio_fail(h, c->ticket, IMDS_CACHE_TRANSPORT_RESET, imds_cache_now_ms(), &out);
                     close(c->fd);
                     c->fd = -1;
                 }
@@ -391,11 +391,11 @@ static int event_loop(void) {
             if (n > 0) {
                 /* Feed every byte received so far; the core re-parses from the start. */
                 c->resp_len += (size_t)n;
-                r = imds_cache_feed(h, c->ticket, c->resp, c->resp_len, imds_cache_now_ms(), &out);
+                r = imds_cache_sansio_feed(h, c->ticket, c->resp, c->resp_len, imds_cache_now_ms(), &out);
             } else {
-                r = imds_cache_eof(h, c->ticket, c->resp, c->resp_len, imds_cache_now_ms(), &out);
+                r = imds_cache_sansio_eof(h, c->ticket, c->resp, c->resp_len, imds_cache_now_ms(), &out);
             }
-            if (r != IMDS_CACHE_RESULT_OK) print_result("imds_cache_feed", r);
+            if (r != IMDS_CACHE_RESULT_OK) print_result("imds_cache_sansio_feed", r);
             if (r == IMDS_CACHE_RESULT_OK && out.kind == IMDS_CACHE_OUTCOME_KIND_NEED_MORE) continue;
             close(c->fd);
             c->fd = -1;
@@ -413,16 +413,16 @@ static int event_loop(void) {
     for (i = 0; i < N_RESOURCES; i++) {
         imds_cache_lookup_answer a;
         size_t n = 0;
-        if (imds_cache_lookup(h, &system_identity, (const uint8_t *)RESOURCES[i],
-                              strlen(RESOURCES[i]), imds_cache_now_ms(), token, sizeof token, &n,
-                              &a) == IMDS_CACHE_RESULT_OK &&
+        if (imds_cache_sansio_lookup(h, &system_identity, (const uint8_t *)RESOURCES[i],
+                                     strlen(RESOURCES[i]), imds_cache_now_ms(), token, sizeof token, &n,
+                                     &a) == IMDS_CACHE_RESULT_OK &&
             a.kind == IMDS_CACHE_LOOKUP_KIND_HIT)
             hits++;
     }
     for (i = 0; i < N_RESOURCES; i++)
         if (conns[i].fd >= 0) close(conns[i].fd);
     memset(token, 0, sizeof token);
-    imds_cache_deinit(mem); /* wipes the tokens */
+    imds_cache_sansio_deinit(h); /* wipes the tokens */
     free(mem);
     printf("event loop (sans-IO handle in %zu bytes of our memory, poll() on non-blocking "
            "sockets): %d tokens fetched, then %d hits\n",

@@ -75,11 +75,21 @@ async def test_errors(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) ->
             client_id="11111111-2222-3333-4444-555555555555", endpoint=e.url, cache=TokenCache()
         ).get_token(ARM)
     # The endpoint's own error comes through the worker pool too.
-    assert unavailable.value.code == "invalid_request"
+    assert unavailable.value.code == "bad_request"
+    assert unavailable.value.endpoint_code == "invalid_request"
     assert "Identity not found" in unavailable.value.description
     e.faults({"kind": "non_json"})
-    with pytest.raises(ManagedIdentityError) as caught:
+    with pytest.raises(CredentialUnavailableError) as first:
         await ManagedIdentityCredential(endpoint=e.url, cache=TokenCache()).get_token(ARM)
+    # At first contact an HTML page means no identity endpoint here; once a token came from
+    # the endpoint it is a terminal failure.
+    assert first.value.code == "unavailable_not_json"
+    e.faults()
+    credential = ManagedIdentityCredential(endpoint=e.url, cache=TokenCache())
+    await credential.get_token(VAULT)
+    e.faults({"kind": "non_json"})
+    with pytest.raises(ManagedIdentityError) as caught:
+        await credential.get_token(ARM)
     assert caught.value.code == "not_json"
 
 

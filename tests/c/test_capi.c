@@ -99,20 +99,20 @@ static imds_cache *new_full(imds_cache_config *c) {
 }
 
 /* A sans-IO handle in malloc'd memory (8-aligned). */
-static imds_cache *new_sansio(imds_cache_config *c, void **mem) {
+static imds_cache_sansio *new_sansio(imds_cache_config *c, void **mem) {
     size_t size = 0;
-    imds_cache *h = NULL;
-    EXPECT(imds_cache_storage_size(c, &size), IMDS_CACHE_RESULT_OK);
+    imds_cache_sansio *h = NULL;
+    EXPECT(imds_cache_sansio_storage_size(c, &size), IMDS_CACHE_RESULT_OK);
     *mem = malloc(size);
     CHECK(*mem != NULL);
-    EXPECT(imds_cache_init(*mem, size, c, &h), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_init(*mem, size, c, &h), IMDS_CACHE_RESULT_OK);
     CHECK((void *)h == *mem);
     imds_cache_config_free(c);
     return h;
 }
 
 static void end_sansio(void *mem) {
-    EXPECT(imds_cache_deinit(mem), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_deinit((imds_cache_sansio *)mem), IMDS_CACHE_RESULT_OK);
     free(mem);
 }
 
@@ -156,12 +156,12 @@ static size_t exchange(const imds_cache_request_info *info, const uint8_t *req, 
 }
 
 /* Feeds resp[0..len] one byte at a time; returns the outcome (DONE at the last byte only). */
-static imds_cache_outcome feed_bytewise(imds_cache *h, uint64_t ticket, uint8_t *resp, size_t len) {
+static imds_cache_outcome feed_bytewise(imds_cache_sansio *h, uint64_t ticket, uint8_t *resp, size_t len) {
     imds_cache_outcome out;
     size_t n;
     memset(&out, 0, sizeof out);
     for (n = 1; n <= len; n++) {
-        EXPECT(imds_cache_feed(h, ticket, resp, n, imds_cache_now_ms(), &out), IMDS_CACHE_RESULT_OK);
+        EXPECT(imds_cache_sansio_feed(h, ticket, resp, n, imds_cache_now_ms(), &out), IMDS_CACHE_RESULT_OK);
         if (out.kind != IMDS_CACHE_OUTCOME_KIND_NEED_MORE) {
             CHECK(n == len);
             break;
@@ -437,10 +437,6 @@ static void test_full_handle(void) {
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 after_fork:
 
-    /* The sans-IO calls are not for this handle. */
-    EXPECT(imds_cache_cancel(h, 1), IMDS_CACHE_RESULT_UNSUPPORTED);
-    EXPECT(imds_cache_deinit(h), IMDS_CACHE_RESULT_UNSUPPORTED);
-
     imds_cache_free(h);
     imds_cache_free(NULL);
     free(buf);
@@ -462,7 +458,7 @@ static void test_unavailable_and_deadline(void) {
         uint8_t text[256];
         size_t got = 0;
         EXPECT(imds_cache_last_error(text, sizeof text, &got), IMDS_CACHE_RESULT_OK);
-        CHECK(contains(text, got, "unavailable"));
+        CHECK(contains(text, got, "no managed-identity endpoint"));
     }
     imds_cache_free(h);
 
@@ -491,32 +487,25 @@ static void test_sansio_memory(void) {
     imds_cache_config *c = new_config(IMDS_CACHE_FLAVOUR_IMDS, imds_url);
     size_t size = 0, i;
     uint8_t *mem;
-    imds_cache *h = NULL;
+    imds_cache_sansio *h = NULL;
     bool wiped = true;
     EXPECT(imds_cache_config_set_capacity(c, 4), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_storage_size(c, &size), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_storage_size(c, NULL), IMDS_CACHE_RESULT_NULL_POINTER);
+    EXPECT(imds_cache_sansio_storage_size(c, &size), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_storage_size(c, NULL), IMDS_CACHE_RESULT_NULL_POINTER);
     mem = (uint8_t *)malloc(size + 8);
-    EXPECT(imds_cache_init(NULL, size, c, &h), IMDS_CACHE_RESULT_NULL_POINTER);
-    EXPECT(imds_cache_init(mem + 1, size, c, &h), IMDS_CACHE_RESULT_MISALIGNED);
-    EXPECT(imds_cache_init(mem, size - 1, c, &h), IMDS_CACHE_RESULT_STORAGE_TOO_SMALL);
+    EXPECT(imds_cache_sansio_init(NULL, size, c, &h), IMDS_CACHE_RESULT_NULL_POINTER);
+    EXPECT(imds_cache_sansio_init(mem + 1, size, c, &h), IMDS_CACHE_RESULT_MISALIGNED);
+    EXPECT(imds_cache_sansio_init(mem, size - 1, c, &h), IMDS_CACHE_RESULT_STORAGE_TOO_SMALL);
     CHECK(h == NULL);
-    EXPECT(imds_cache_init(mem, size, c, &h), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_init(mem, size, c, &h), IMDS_CACHE_RESULT_OK);
     imds_cache_config_free(c);
-    {
-        size_t n = 0;
-        uint8_t tok[16];
-        imds_cache_identity sys_id;
-        EXPECT(imds_cache_identity_system(&sys_id), IMDS_CACHE_RESULT_OK);
-        EXPECT(imds_cache_get_token(h, &sys_id, STR(ARM), tok, sizeof tok, &n, NULL), IMDS_CACHE_RESULT_UNSUPPORTED);
-        EXPECT(imds_cache_atfork_child(h), IMDS_CACHE_RESULT_UNSUPPORTED);
-    }
-    imds_cache_free(h); /* a sans-IO handle: left alone */
-    EXPECT(imds_cache_deinit(NULL), IMDS_CACHE_RESULT_NULL_POINTER);
-    EXPECT(imds_cache_deinit(mem), IMDS_CACHE_RESULT_OK);
+    CHECK((void *)h == (void *)mem);
+    EXPECT(imds_cache_sansio_deinit(NULL), IMDS_CACHE_RESULT_NULL_POINTER);
+    EXPECT(imds_cache_sansio_deinit(h), IMDS_CACHE_RESULT_OK);
     for (i = 0; i < size; i++) wiped = wiped && mem[i] == 0;
     CHECK(wiped);
-    EXPECT(imds_cache_deinit(mem), IMDS_CACHE_RESULT_INVALID_HANDLE);
+    /* Ended: the memory holds no handle any more. */
+    EXPECT(imds_cache_sansio_deinit(h), IMDS_CACHE_RESULT_INVALID_HANDLE);
     free(mem);
 }
 
@@ -524,7 +513,7 @@ static void test_sansio_memory(void) {
 static void test_sansio_fetch(void) {
     void *mem;
     imds_cache_config *c = new_config(IMDS_CACHE_FLAVOUR_IMDS, imds_url);
-    imds_cache *h;
+    imds_cache_sansio *h;
     imds_cache_identity user;
     imds_cache_lookup_answer a;
     imds_cache_request_info info;
@@ -540,63 +529,63 @@ static void test_sansio_fetch(void) {
     EXPECT(imds_cache_config_set_capacity(c, 8), IMDS_CACHE_RESULT_OK);
     h = new_sansio(c, &mem);
     EXPECT(imds_cache_identity_client_id(STR(client_id), &user), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_lookup(h, &user, STR(RESOURCES[1]), now, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &user, STR(RESOURCES[1]), now, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
     CHECK(a.kind == IMDS_CACHE_LOOKUP_KIND_FETCH && a.has_ticket && n == 0);
-    EXPECT(imds_cache_lookup(h, &user, STR(RESOURCES[1]), now, tok, sizeof tok, NULL, &a), IMDS_CACHE_RESULT_NULL_POINTER);
-    EXPECT(imds_cache_request(h, a.ticket, now, NULL, 0, &n, &info), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
-    EXPECT(imds_cache_request(h, a.ticket, now, req, n - 1, &m, &info), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
+    EXPECT(imds_cache_sansio_lookup(h, &user, STR(RESOURCES[1]), now, tok, sizeof tok, NULL, &a), IMDS_CACHE_RESULT_NULL_POINTER);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, now, NULL, 0, &n, &info), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, now, req, n - 1, &m, &info), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
     CHECK(m == n);
-    EXPECT(imds_cache_request(h, a.ticket, now, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, now, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
     CHECK(info.method == IMDS_CACHE_METHOD_GET && !info.tls);
     got = exchange(&info, req, n, resp, 65536);
     CHECK(got > 1000);
     out = feed_bytewise(h, a.ticket, resp, got);
     CHECK(out.kind == IMDS_CACHE_OUTCOME_KIND_TOKEN && out.token_len > 1000);
     /* The finished ticket is stale. */
-    EXPECT(imds_cache_feed(h, a.ticket, resp, got, now, &out), IMDS_CACHE_RESULT_STALE_TICKET);
+    EXPECT(imds_cache_sansio_feed(h, a.ticket, resp, got, now, &out), IMDS_CACHE_RESULT_STALE_TICKET);
 
-    EXPECT(imds_cache_lookup(h, &user, STR(RESOURCES[1]), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &user, STR(RESOURCES[1]), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
     CHECK(a.kind == IMDS_CACHE_LOOKUP_KIND_HIT && n == a.token_len && n > 1000);
     {
         uint8_t *exact = (uint8_t *)malloc(n - 1);
-        EXPECT(imds_cache_lookup(h, &user, STR(RESOURCES[1]), imds_cache_now_ms(), exact, n - 1, &m, &a), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
+        EXPECT(imds_cache_sansio_lookup(h, &user, STR(RESOURCES[1]), imds_cache_now_ms(), exact, n - 1, &m, &a), IMDS_CACHE_RESULT_BUFFER_TOO_SMALL);
         CHECK(m == n);
         free(exact);
     }
-    EXPECT(imds_cache_next_deadline(h, &next), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_next_deadline(h, &next), IMDS_CACHE_RESULT_OK);
     CHECK(next > now);
-    EXPECT(imds_cache_poll_refresh(h, imds_cache_now_ms(), &refresh), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_poll_refresh(h, imds_cache_now_ms(), &refresh), IMDS_CACHE_RESULT_OK);
     CHECK(!refresh.has_ticket && refresh.next_ms == next);
-    EXPECT(imds_cache_poll_refresh(h, next, &refresh), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_poll_refresh(h, next, &refresh), IMDS_CACHE_RESULT_OK);
     CHECK(refresh.has_ticket);
-    EXPECT(imds_cache_cancel(h, refresh.ticket), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_cancel(h, refresh.ticket), IMDS_CACHE_RESULT_STALE_TICKET);
+    EXPECT(imds_cache_sansio_cancel(h, refresh.ticket), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_cancel(h, refresh.ticket), IMDS_CACHE_RESULT_STALE_TICKET);
 
     /* The transport failed: a retry (a token was received from this endpoint before). */
-    EXPECT(imds_cache_lookup(h, &user, STR(RESOURCES[2]), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_fail(h, a.ticket, 77, now, &out), IMDS_CACHE_RESULT_INVALID_ARGUMENT);
-    EXPECT(imds_cache_fail(h, a.ticket, IMDS_CACHE_TRANSPORT_RESET, imds_cache_now_ms(), &out), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &user, STR(RESOURCES[2]), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_fail(h, a.ticket, 77, now, &out), IMDS_CACHE_RESULT_INVALID_ARGUMENT);
+    EXPECT(imds_cache_sansio_fail(h, a.ticket, IMDS_CACHE_TRANSPORT_RESET, imds_cache_now_ms(), &out), IMDS_CACHE_RESULT_OK);
     CHECK(out.kind == IMDS_CACHE_OUTCOME_KIND_RETRY && out.failure == IMDS_CACHE_FAILURE_CONNECTION_LOST);
-    EXPECT(imds_cache_lookup(h, &user, STR(RESOURCES[2]), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &user, STR(RESOURCES[2]), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
     CHECK(a.kind == IMDS_CACHE_LOOKUP_KIND_FAILED && a.retry_at_ms > now);
 
     /* EOF on a body delimited by the close. */
-    EXPECT(imds_cache_lookup(h, &user, STR(ARM), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &user, STR(ARM), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
     {
         static const char partial[] = "HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"access";
         memcpy(resp, partial, sizeof partial - 1);
-        EXPECT(imds_cache_eof(h, a.ticket, resp, sizeof partial - 1, imds_cache_now_ms(), &out), IMDS_CACHE_RESULT_OK);
+        EXPECT(imds_cache_sansio_eof(h, a.ticket, resp, sizeof partial - 1, imds_cache_now_ms(), &out), IMDS_CACHE_RESULT_OK);
         CHECK(out.kind == IMDS_CACHE_OUTCOME_KIND_RETRY && out.failure == IMDS_CACHE_FAILURE_TRUNCATED);
     }
     {
         imds_cache_stats stats;
         uint32_t flavour = 99;
         bool dropped = false;
-        EXPECT(imds_cache_get_stats(h, &stats), IMDS_CACHE_RESULT_OK);
+        EXPECT(imds_cache_sansio_get_stats(h, &stats), IMDS_CACHE_RESULT_OK);
         CHECK(stats.tokens == 1 && stats.failures_retry == 2);
-        EXPECT(imds_cache_flavour_of(h, &flavour), IMDS_CACHE_RESULT_OK);
+        EXPECT(imds_cache_sansio_flavour_of(h, &flavour), IMDS_CACHE_RESULT_OK);
         CHECK(flavour == IMDS_CACHE_FLAVOUR_IMDS);
-        EXPECT(imds_cache_invalidate(h, &user, STR(RESOURCES[1]), &dropped), IMDS_CACHE_RESULT_OK);
+        EXPECT(imds_cache_sansio_invalidate(h, &user, STR(RESOURCES[1]), &dropped), IMDS_CACHE_RESULT_OK);
         CHECK(dropped);
     }
     end_sansio(mem);
@@ -604,7 +593,7 @@ static void test_sansio_fetch(void) {
 }
 
 struct busy_arg {
-    imds_cache *h;
+    imds_cache_sansio *h;
     volatile int stop;
     int busy;
 };
@@ -617,7 +606,7 @@ static void *busy_main(void *arg) {
     size_t n = 0;
     imds_cache_identity_system(&sys_id);
     while (!b->stop) {
-        imds_cache_result r = imds_cache_lookup(b->h, &sys_id, S("https://vault.azure.net"), 1, tok, sizeof tok, &n, &a);
+        imds_cache_result r = imds_cache_sansio_lookup(b->h, &sys_id, S("https://vault.azure.net"), 1, tok, sizeof tok, &n, &a);
         if (r == IMDS_CACHE_RESULT_BUSY) {
             note(r);
             b->busy++;
@@ -629,7 +618,7 @@ static void *busy_main(void *arg) {
 /* Canned responses: result codes that need a particular state. */
 static void test_sansio_states(void) {
     void *mem;
-    imds_cache *h;
+    imds_cache_sansio *h;
     imds_cache_config *c;
     imds_cache_identity sys_id, user;
     imds_cache_lookup_answer a;
@@ -648,10 +637,10 @@ static void test_sansio_states(void) {
     c = new_config(IMDS_CACHE_FLAVOUR_IMDS, NULL);
     EXPECT(imds_cache_config_set_capacity(c, 1), IMDS_CACHE_RESULT_OK);
     h = new_sansio(c, &mem);
-    EXPECT(imds_cache_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
     CHECK(a.kind == IMDS_CACHE_LOOKUP_KIND_FETCH);
-    EXPECT(imds_cache_lookup(h, &sys_id, S("https://vault.azure.net"), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_CACHE_FULL);
-    EXPECT(imds_cache_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, S("https://vault.azure.net"), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_CACHE_FULL);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
     CHECK(a.kind == IMDS_CACHE_LOOKUP_KIND_PENDING);
     /* BUSY: two threads on one sans-IO handle (not allowed; refused, never a race). Skipped
      * under valgrind (IMDS_CACHE_TEST_NO_RACE), which runs one thread at a time, so the two
@@ -683,37 +672,37 @@ static void test_sansio_states(void) {
     EXPECT(imds_cache_config_set_arc_key_dir(c, S("/keys")), IMDS_CACHE_RESULT_OK);
     EXPECT(imds_cache_config_set_budget(c, 1, 60000, 1), IMDS_CACHE_RESULT_OK);
     h = new_sansio(c, &mem);
-    EXPECT(imds_cache_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_complete_challenge(h, a.ticket, S("key"), 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_NO_CHALLENGE);
-    EXPECT(imds_cache_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_complete_challenge(h, a.ticket, S("key"), 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_NO_CHALLENGE);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
     memcpy(challenge, challenge_fmt, sizeof challenge_fmt);
-    EXPECT(imds_cache_feed(h, a.ticket, challenge, sizeof challenge_fmt - 1, 1000001, &out), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_feed(h, a.ticket, challenge, sizeof challenge_fmt - 1, 1000001, &out), IMDS_CACHE_RESULT_OK);
     CHECK(out.kind == IMDS_CACHE_OUTCOME_KIND_NEED_KEY_FILE);
     CHECK(out.key_path_len == 11 && memcmp(out.key_path, "/keys/k.key", 11) == 0);
-    EXPECT(imds_cache_complete_challenge(h, a.ticket, S("0123456789abcdef"), 1000002, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_THROTTLED);
-    EXPECT(imds_cache_complete_challenge(h, a.ticket, S("bad key"), 1000002, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_INVALID_ARC_KEY);
+    EXPECT(imds_cache_sansio_complete_challenge(h, a.ticket, S("0123456789abcdef"), 1000002, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_THROTTLED);
+    EXPECT(imds_cache_sansio_complete_challenge(h, a.ticket, S("bad key"), 1000002, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_INVALID_ARC_KEY);
     end_sansio(mem);
 
     /* UNSUPPORTED_SELECTOR: Cloud Shell has no user-assigned identities. */
     c = new_config(IMDS_CACHE_FLAVOUR_CLOUD_SHELL, "http://127.0.0.1:1/oauth2/token");
     h = new_sansio(c, &mem);
-    EXPECT(imds_cache_lookup(h, &user, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_UNSUPPORTED_SELECTOR);
+    EXPECT(imds_cache_sansio_lookup(h, &user, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_UNSUPPORTED_SELECTOR);
     end_sansio(mem);
 
     /* MISSING_SECRET: App Service without IDENTITY_HEADER. */
     c = new_config(IMDS_CACHE_FLAVOUR_APP_SERVICE2019, "http://127.0.0.1:1/msi/token");
     h = new_sansio(c, &mem);
-    EXPECT(imds_cache_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_MISSING_SECRET);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_MISSING_SECRET);
     end_sansio(mem);
 
     /* REQUEST_FAILED: Service Fabric over plain http. */
     c = new_config(IMDS_CACHE_FLAVOUR_SERVICE_FABRIC, NULL);
     EXPECT(imds_cache_config_set_endpoint(c, IMDS_CACHE_FLAVOUR_SERVICE_FABRIC, S("http://127.0.0.1:2377/t"), S("h")), IMDS_CACHE_RESULT_OK);
     h = new_sansio(c, &mem);
-    EXPECT(imds_cache_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_REQUEST_FAILED);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, STR(ARM), 1000000, tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, 1000000, req, sizeof req, &n, &info), IMDS_CACHE_RESULT_REQUEST_FAILED);
     end_sansio(mem);
 }
 
@@ -722,7 +711,8 @@ static void test_sansio_states(void) {
 static void test_arc(void) {
     void *mem;
     imds_cache_config *c = new_config(IMDS_CACHE_FLAVOUR_ARC, arc_url);
-    imds_cache *h;
+    imds_cache_sansio *h;
+    imds_cache *full;
     imds_cache_identity sys_id;
     imds_cache_lookup_answer a;
     imds_cache_request_info info;
@@ -739,8 +729,8 @@ static void test_arc(void) {
     EXPECT(imds_cache_config_set_capacity(c, 4), IMDS_CACHE_RESULT_OK);
     h = new_sansio(c, &mem);
     EXPECT(imds_cache_identity_system(&sys_id), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_lookup(h, &sys_id, STR(ARM), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
-    EXPECT(imds_cache_request(h, a.ticket, imds_cache_now_ms(), req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, STR(ARM), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_request(h, a.ticket, imds_cache_now_ms(), req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
     got = exchange(&info, req, n, resp, 65536);
     out = feed_bytewise(h, a.ticket, resp, got);
     CHECK(out.kind == IMDS_CACHE_OUTCOME_KIND_NEED_KEY_FILE && out.key_path_len < sizeof path);
@@ -750,21 +740,21 @@ static void test_arc(void) {
     CHECK(f != NULL);
     key_len = f ? fread(key, 1, sizeof key, f) : 0;
     if (f) fclose(f);
-    EXPECT(imds_cache_complete_challenge(h, a.ticket, key, key_len, imds_cache_now_ms(), req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_complete_challenge(h, a.ticket, key, key_len, imds_cache_now_ms(), req, sizeof req, &n, &info), IMDS_CACHE_RESULT_OK);
     got = exchange(&info, req, n, resp, 65536);
     out = feed_bytewise(h, a.ticket, resp, got);
     CHECK(out.kind == IMDS_CACHE_OUTCOME_KIND_TOKEN);
-    EXPECT(imds_cache_lookup(h, &sys_id, STR(ARM), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_sansio_lookup(h, &sys_id, STR(ARM), imds_cache_now_ms(), tok, sizeof tok, &n, &a), IMDS_CACHE_RESULT_OK);
     CHECK(a.kind == IMDS_CACHE_LOOKUP_KIND_HIT && n > 1000);
     end_sansio(mem);
     free(resp);
 
     c = new_config(IMDS_CACHE_FLAVOUR_ARC, arc_url);
     EXPECT(imds_cache_config_set_arc_key_dir(c, STR(arc_dir)), IMDS_CACHE_RESULT_OK);
-    h = new_full(c);
-    EXPECT(imds_cache_get_token(h, &sys_id, STR(RESOURCES[1]), tok, sizeof tok, &n, NULL), IMDS_CACHE_RESULT_OK);
+    full = new_full(c);
+    EXPECT(imds_cache_get_token(full, &sys_id, STR(RESOURCES[1]), tok, sizeof tok, &n, NULL), IMDS_CACHE_RESULT_OK);
     CHECK(n > 1000);
-    imds_cache_free(h);
+    imds_cache_free(full);
 }
 
 int main(int argc, char **argv) {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use imds_cache::{Config, Flavour, Identity, Resource};
 use imds_cache_benches::{target_dir, write_result, RESOURCES};
-use imds_cache_ffi::{Client, ClientConfig, OwnedEndpoint, SourceSpec};
+use imds_cache_client::{Client, ClientConfig, OwnedEndpoint, SourceSpec};
 
 /// One side's limits.
 struct Limits {

@@ -10,7 +10,7 @@ Tokens are secrets: no ``repr``, message or log record of this package shows one
 ``str`` objects handed out are the caller's; Python cannot wipe them (DESIGN D13).
 """
 
-from ._common import AccessToken, AccessTokenInfo, TokenCache, default_cache
+from ._common import AccessToken, AccessTokenInfo, TokenCache, default_cache, identities_from_arm
 from ._credential import ManagedIdentityCredential
 from ._errors import CredentialUnavailableError, ManagedIdentityError
 from ._imds_cache import __version__
@@ -24,4 +24,5 @@ __all__ = [
     "TokenCache",
     "__version__",
     "default_cache",
+    "identities_from_arm",
 ]

@@ -14,7 +14,7 @@ from azure.core import credentials as _core
 
 from . import _imds_cache
 
-__all__ = ["AccessToken", "AccessTokenInfo", "TokenCache"]
+__all__ = ["AccessToken", "AccessTokenInfo", "TokenCache", "identities_from_arm"]
 
 _LOG = logging.getLogger("imds_cache")
 
@@ -40,6 +40,9 @@ class AccessTokenInfo(_core.AccessTokenInfo):
 
 _CACHES: "weakref.WeakSet[TokenCache]" = weakref.WeakSet()
 
+# The defaults live in Rust (the driver's and the core's configuration), read once here.
+_DEFAULTS: Dict[str, Any] = _imds_cache.DEFAULTS
+
 
 class TokenCache:
     """A token cache that credentials share; by default every credential in the process
@@ -59,22 +62,22 @@ class TokenCache:
     def __init__(
         self,
         *,
-        capacity: int = 4096,
-        max_token_bytes: int = 16384,
-        rate: int = 20,
-        rate_window: float = 1.0,
-        in_flight: int = 5,
-        deadline: float = 90.0,
-        connect_timeout: float = 1.0,
-        attempt_timeout: float = 10.0,
-        backoff: float = 1.0,
-        gone_interval: float = 10.0,
-        negative_ttl: float = 30.0,
-        refresh_margin: float = 300.0,
-        min_lifetime: float = 60.0,
-        eager_retry: float = 30.0,
-        refresher: bool = True,
-        verify_client_id: bool = True,
+        capacity: int = _DEFAULTS["capacity"],
+        max_token_bytes: int = _DEFAULTS["max_token_bytes"],
+        rate: int = _DEFAULTS["rate"],
+        rate_window: float = _DEFAULTS["rate_window"],
+        in_flight: int = _DEFAULTS["in_flight"],
+        deadline: float = _DEFAULTS["deadline"],
+        connect_timeout: float = _DEFAULTS["connect_timeout"],
+        attempt_timeout: float = _DEFAULTS["attempt_timeout"],
+        backoff: float = _DEFAULTS["backoff"],
+        gone_interval: float = _DEFAULTS["gone_interval"],
+        negative_ttl: float = _DEFAULTS["negative_ttl"],
+        refresh_margin: float = _DEFAULTS["refresh_margin"],
+        min_lifetime: float = _DEFAULTS["min_lifetime"],
+        eager_retry: float = _DEFAULTS["eager_retry"],
+        refresher: bool = _DEFAULTS["refresher"],
+        verify_client_id: bool = _DEFAULTS["verify_client_id"],
         arc_key_dir: Optional[str] = None,
     ) -> None:
         self._native = _imds_cache.TokenCache(
@@ -99,9 +102,8 @@ class TokenCache:
         _CACHES.add(self)
 
     def stats(self) -> Dict[str, int]:
-        """The core's counters (hits, misses, fetches, coalesced, refreshes, tokens,
-        failures_retry, failures_terminal, failures_unavailable, evictions, throttled,
-        stale_tickets, lease_lapses), summed over this cache's endpoints."""
+        """The core's counters (named in ``imds_cache._imds_cache.STATS_FIELDS``: hits,
+        misses, fetches, …), summed over this cache's endpoints."""
         return self._native.stats()
 
     def prefetch(
@@ -118,6 +120,19 @@ class TokenCache:
         ``identity_index * len(scopes) + scope_index``."""
         pairs = [_selector(None, i) for i in identities]
         return self._native.prefetch(pairs, list(scopes), timeout=timeout, **endpoint)
+
+
+def identities_from_arm(identity: str) -> List[Optional[Dict[str, str]]]:
+    """The identities an ARM resource's ``identity`` property grants (the JSON text of it, in
+    the current ``userAssignedIdentities`` form or the old ``identityIds`` one), as
+    ``TokenCache.prefetch`` takes them: ``None`` for the system-assigned identity, then
+    ``{"resource_id": …}`` for each user-assigned one. ``ValueError`` says what is wrong
+    with a malformed property."""
+    return [
+        None if kind == "system" else {kind: value}
+        for kind, value in _imds_cache.identities_from_arm(identity)
+        if kind == "system" or value is not None
+    ]
 
 
 _default_lock = threading.Lock()

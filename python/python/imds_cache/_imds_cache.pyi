@@ -1,32 +1,47 @@
 # Hand-written stub of the native module (checked by `python -m mypy.stubtest imds_cache`).
 from typing import Any, Callable, Dict, List, Optional, Tuple, final
 
-__all__ = ["Binding", "TokenCache", "__version__", "_close_gate"]
+__all__ = [
+    "Binding",
+    "DEFAULTS",
+    "ERROR_CODES",
+    "FLAVOURS",
+    "STATS_FIELDS",
+    "TokenCache",
+    "__version__",
+    "_close_gate",
+    "identities_from_arm",
+]
 __version__: str
+DEFAULTS: Dict[str, Any]
+FLAVOURS: Tuple[str, ...]
+STATS_FIELDS: Tuple[str, ...]
+ERROR_CODES: Tuple[str, ...]
 
 def _close_gate() -> None: ...
+def identities_from_arm(json: str) -> List[Tuple[str, Optional[str]]]: ...
 
 @final
 class TokenCache:
     def __new__(
         cls,
         *,
-        capacity: int = 4096,
-        max_token_bytes: int = 16384,
-        rate: int = 20,
-        rate_window: float = 1.0,
-        in_flight: int = 5,
-        deadline: float = 90.0,
-        connect_timeout: float = 1.0,
-        attempt_timeout: float = 10.0,
-        backoff: float = 1.0,
-        gone_interval: float = 10.0,
-        negative_ttl: float = 30.0,
-        refresh_margin: float = 300.0,
-        min_lifetime: float = 60.0,
-        eager_retry: float = 30.0,
-        refresher: bool = True,
-        verify_client_id: bool = True,
+        capacity: int,
+        max_token_bytes: int,
+        rate: int,
+        rate_window: float,
+        in_flight: int,
+        deadline: float,
+        connect_timeout: float,
+        attempt_timeout: float,
+        backoff: float,
+        gone_interval: float,
+        negative_ttl: float,
+        refresh_margin: float,
+        min_lifetime: float,
+        eager_retry: float,
+        refresher: bool,
+        verify_client_id: bool,
         arc_key_dir: Optional[str] = None,
     ) -> TokenCache: ...
     def bind(

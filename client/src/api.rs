@@ -1,0 +1,270 @@
+//! [`Client`]: the blocking client and its public methods. The work is done by the modules
+//! around it: the shared state and D5's waits (`shared`), one fetch (`fetch`), the worker
+//! pool (`pool`), the refresher (`refresher`) and fork handling (`fork`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use imds_cache::{Flavour, Identity, Key, Resource, Slot, Stats, TokenCache};
+use parking_lot::{Condvar, Mutex};
+use zeroize::Zeroize;
+
+use crate::config::ClientConfig;
+use crate::pool::{Callback, Pool, Reply, Warmed};
+use crate::shared::{Deadline, Shared, State};
+use crate::source::{self, SourceSpec};
+use crate::Error;
+
+/// The blocking client. Use it from many threads (`&self`); share it in an `Arc`.
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+/// Shows the flavour, the configuration (secrets redacted) and the counters; never a token.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("flavour", &self.shared.flavour)
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What `prefetch` reports as it goes and at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Keys finished (with a token or an error).
+    pub done: usize,
+    /// Keys with a token.
+    pub ok: usize,
+    /// Keys asked for.
+    pub total: usize,
+}
+
+impl Client {
+    /// A client with the default configuration, its endpoint detected from the environment.
+    pub fn new() -> Result<Self, Error> {
+        Self::with_config(ClientConfig::default())
+    }
+
+    /// A client with `config`.
+    pub fn with_config(config: ClientConfig) -> Result<Self, Error> {
+        let (flavour, explicit) = match &config.source {
+            SourceSpec::Auto => (source::detect(&source::process_env)?, None),
+            SourceSpec::Explicit(e) => (e.flavour, Some(e.clone())),
+        };
+        let blocks = (config.capacity.max(1) * config.bytes_per_entry).div_ceil(256);
+        let cache = TokenCache::with_slices(
+            config.cache.clone(),
+            vec![Slot::EMPTY; config.capacity].into_boxed_slice(),
+            vec![0u32; 2 * config.capacity].into_boxed_slice(),
+            vec![0u8; blocks * 256].into_boxed_slice(),
+            vec![0u32; blocks].into_boxed_slice(),
+        )
+        .map_err(Error::Config)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                cache,
+                queue: VecDeque::with_capacity(64),
+                stopping: false,
+                refresher_pid: 0,
+            }),
+            stripes: std::array::from_fn(|_| Condvar::new()),
+            completions: Condvar::new(),
+            refresher: Condvar::new(),
+            flavour,
+            explicit,
+            config,
+            refresher_thread: Mutex::new(None),
+            pools: [Mutex::new(Pool::default()), Mutex::new(Pool::default())],
+            jobs_ready: [Condvar::new(), Condvar::new()],
+        });
+        crate::fork::register(Arc::downgrade(&shared));
+        shared.ensure_refresher();
+        Ok(Client { shared })
+    }
+
+    /// The endpoint flavour tokens come from.
+    pub fn flavour(&self) -> Flavour {
+        self.shared.flavour
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.state.lock().cache.stats()
+    }
+
+    /// The key of `identity` and `resource` at this client's endpoint.
+    fn key<'k>(&self, identity: &Identity<'k>, resource: &Resource<'k>) -> Key<'k> {
+        Key {
+            flavour: self.shared.flavour,
+            identity: *identity,
+            resource: *resource,
+        }
+    }
+
+    /// The token for `identity` and `resource`, copied into `out`: `(length, expires_on in
+    /// epoch seconds)`. A hit allocates nothing and does no I/O. The copy in `out` is the
+    /// caller's to wipe (D13).
+    pub fn get_token_into(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+        out: &mut [u8],
+    ) -> Result<(usize, u64), Error> {
+        let key = self.key(identity, resource);
+        let deadline = Deadline::After(self.shared.config.deadline);
+        self.shared.get(&key, out, deadline, 0, None)
+    }
+
+    /// [`get_token_into`](Self::get_token_into) with an explicit deadline.
+    pub fn get_token_until(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+        out: &mut [u8],
+        deadline: Instant,
+    ) -> Result<(usize, u64), Error> {
+        self.shared.get(
+            &self.key(identity, resource),
+            out,
+            Deadline::At(deadline),
+            0,
+            None,
+        )
+    }
+
+    /// The asyncio path: a hit is copied into `out` and returned at once (`Ok(Some(..))`,
+    /// `done` is dropped uncalled); otherwise the call goes on on a worker thread of a small
+    /// pool (never a thread per call) and `Ok(None)` says `done` will be called with the
+    /// owned token. Errors known at once (a negative-cached failure) come back directly.
+    pub fn get_token_or_notify(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+        out: &mut [u8],
+        deadline: Instant,
+        done: Callback,
+    ) -> Result<Option<(usize, u64)>, Error> {
+        let key = self.key(identity, resource);
+        self.shared.start(&key, out, deadline, Reply::Notify(done))
+    }
+
+    /// [`get_token_into`](Self::get_token_into) returning an owned token.
+    pub fn get_token(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+    ) -> Result<(Vec<u8>, u64), Error> {
+        let mut buf = vec![0u8; self.shared.config.cache.max_token_bytes];
+        let (len, expires_on) = self.get_token_into(identity, resource, &mut buf)?;
+        buf.truncate(len);
+        Ok((buf, expires_on))
+    }
+
+    /// When the cached token of `identity` and `resource` is due for refresh (epoch seconds),
+    /// if a usable one is held: a caller keeping its own copy may reuse it until then.
+    pub fn refresh_on(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> Option<u64> {
+        let key = self.key(identity, resource);
+        let now = self.shared.now();
+        self.shared
+            .state
+            .lock()
+            .cache
+            .refresh_on(&key, now)
+            .map(|ms| ms / 1000)
+    }
+
+    /// Drops the token of `identity` and `resource` (after a downstream 401 or a claims
+    /// challenge): the next call fetches a new one.
+    pub fn invalidate(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> bool {
+        let key = self.key(identity, resource);
+        let now = self.shared.now();
+        self.shared.state.lock().cache.invalidate(&key, now)
+    }
+
+    /// Warms every (identity, resource) pair within the budget; returns when all are done or
+    /// at `deadline`. Cached keys are answered on the calling thread; the others go to the
+    /// worker pool, at most `in_flight` at a time (the budget's, so no more threads wait than
+    /// can fetch). `progress` is called on the calling thread after each key.
+    pub fn prefetch(
+        &self,
+        identities: &[Identity<'_>],
+        resources: &[Resource<'_>],
+        deadline: Instant,
+        mut progress: impl FnMut(Progress),
+    ) -> (Progress, Vec<(usize, Error)>) {
+        let mut report = Progress {
+            done: 0,
+            ok: 0,
+            total: identities.len() * resources.len(),
+        };
+        let mut errors = Vec::new();
+        let mut tally = |report: &mut Progress, index: usize, result: Result<(), Error>| {
+            report.done += 1;
+            match result {
+                Ok(()) => report.ok += 1,
+                Err(e) => errors.push((index, e)),
+            }
+            progress(*report);
+        };
+        let warmed = Arc::new(Warmed::default());
+        let most = (self.shared.config.cache.in_flight as usize).max(1);
+        let mut pooled = 0;
+        let mut buf = vec![0u8; self.shared.config.cache.max_token_bytes];
+        let pairs = identities
+            .iter()
+            .flat_map(|i| resources.iter().map(move |r| (i, r)));
+        for (index, (identity, resource)) in pairs.enumerate() {
+            if pooled == most {
+                let (index, result) = warmed.next();
+                pooled -= 1;
+                tally(&mut report, index, result);
+            }
+            let key = self.key(identity, resource);
+            let reply = Reply::Warm {
+                index,
+                into: warmed.clone(),
+            };
+            match self.shared.start(&key, &mut buf, deadline, reply) {
+                Ok(Some((len, _))) => {
+                    // A copy of a token in a buffer of ours (D13).
+                    buf[..len].zeroize();
+                    tally(&mut report, index, Ok(()));
+                }
+                Ok(None) => pooled += 1,
+                Err(e) => tally(&mut report, index, Err(e)),
+            }
+        }
+        // Every pooled key reports by `deadline` (its calls stop there).
+        for _ in 0..pooled {
+            let (index, result) = warmed.next();
+            tally(&mut report, index, result);
+        }
+        (report, errors)
+    }
+
+    /// D12, in a child after `fork`: drop the tickets of threads that do not exist here; the
+    /// refresher restarts on the next miss. Registered with `pthread_atfork` automatically;
+    /// calling it again is harmless.
+    pub fn atfork_child(&self) {
+        crate::fork::reset_child(&self.shared);
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shared.state.lock().stopping = true;
+        self.shared.refresher.notify_all();
+        self.shared.jobs_ready.iter().for_each(|c| {
+            c.notify_all();
+        });
+        if let Some(handle) = self.shared.refresher_thread.lock().take() {
+            if self.shared.state.lock().refresher_pid == std::process::id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}

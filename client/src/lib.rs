@@ -1,0 +1,36 @@
+//! The std driver over the `imds-cache` core: sockets, the clock, locks, environment
+//! detection (D11), a worker pool, a background refresher and fork handling (D12). Rust's
+//! blocking API; the C ABI (`imds-cache-ffi`) and the Python wheel are thin skins over it.
+//!
+//! ```no_run
+//! use imds_cache::{Identity, Resource};
+//! let client = imds_cache_client::Client::new()?; // endpoint detected from the environment
+//! let resource = Resource::from_scopes(&["https://vault.azure.net/.default"])?;
+//! let mut buf = [0u8; 16 * 1024];
+//! let (len, expires_on) = client.get_token_into(&Identity::SYSTEM, &resource, &mut buf)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `now` comes from [`ClientConfig::clock`]: the wall clock ([`now_ms`]) unless a test
+//! injects a fake one.
+
+mod api;
+mod clock;
+mod config;
+mod error;
+pub mod events;
+mod fetch;
+mod fork;
+mod http;
+mod pool;
+mod refresher;
+mod shared;
+mod source;
+
+pub use api::{Client, Progress};
+pub use clock::{now_ms, Clock};
+pub use config::ClientConfig;
+pub use error::Error;
+pub use events::{Event, Observer};
+pub use pool::{Callback, OwnedKey};
+pub use source::{detect_endpoint, detect_flavour, OwnedEndpoint, SourceSpec};

@@ -1,0 +1,229 @@
+//! The state every handle of one client shares: the core cache behind one lock, the condition
+//! variables waiters sleep on, and D5's protocol for one key, blocking.
+//!
+//! A hit takes the lock, copies the token into the caller's buffer and returns: no
+//! allocation, no I/O. A miss gets a ticket from the core and does the fetch itself with the
+//! lock released, so other keys never wait; callers of the same key wait on a condition
+//! variable (striped by key) until the fetch completes. A hit that carries a refresh ticket
+//! hands it to the refresher thread, so hot paths never wait on IMDS.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use imds_cache::{
+    BufferStorage, ErrorDetail, Failure, Flavour, Key, Lookup, OutcomeClass, Slot, Ticket,
+    TokenCache,
+};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::ClientConfig;
+use crate::events::Event;
+use crate::pool::Pool;
+use crate::source::OwnedEndpoint;
+use crate::Error;
+
+pub(crate) type Cache = TokenCache<BufferStorage<Box<[Slot]>, Box<[u32]>, Box<[u8]>, Box<[u32]>>>;
+
+/// Condition variables that waiters of one key share with a few other keys.
+pub(crate) const STRIPES: usize = 64;
+
+/// What the lock guards.
+pub(crate) struct State {
+    pub(crate) cache: Cache,
+    /// Refresh tickets handed out with hits, for the refresher.
+    pub(crate) queue: VecDeque<Ticket>,
+    pub(crate) stopping: bool,
+    /// The process the refresher thread runs in (D12: after `fork` the child has none).
+    pub(crate) refresher_pid: u32,
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<State>,
+    pub(crate) stripes: [Condvar; STRIPES],
+    /// Woken on every completion: callers waiting for budget.
+    pub(crate) completions: Condvar,
+    /// Wakes the refresher.
+    pub(crate) refresher: Condvar,
+    pub(crate) flavour: Flavour,
+    pub(crate) explicit: Option<OwnedEndpoint>,
+    pub(crate) config: ClientConfig,
+    pub(crate) refresher_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Two pools: one for calls that hold a ticket (at most `in_flight` of them, so they never
+    /// wait behind callers waiting for those very fetches), one for calls that wait.
+    pub(crate) pools: [Mutex<Pool>; 2],
+    pub(crate) jobs_ready: [Condvar; 2],
+}
+
+/// A call's deadline. `After` is read from the clock only once the call has to fetch or wait, so
+/// a hit reads one clock (the wall clock of D1), not two.
+#[derive(Clone, Copy)]
+pub(crate) enum Deadline {
+    At(Instant),
+    After(Duration),
+}
+
+impl Deadline {
+    /// The deadline as an instant, fixed the first time it is asked for.
+    pub(crate) fn instant(&mut self) -> Instant {
+        match *self {
+            Deadline::At(at) => at,
+            Deadline::After(d) => {
+                let at = Instant::now() + d;
+                *self = Deadline::At(at);
+                at
+            }
+        }
+    }
+}
+
+/// The condition variable of `key`'s stripe.
+pub(crate) fn stripe(key: &Key<'_>) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key.flavour as u8, key.identity.kind() as u8).hash(&mut h);
+    for b in key.identity.value().bytes() {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    key.resource.as_str().hash(&mut h);
+    (h.finish() % STRIPES as u64) as usize
+}
+
+impl Shared {
+    /// `now` for the core (D1), from the configured clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.config.clock.now_ms()
+    }
+
+    /// Real time from now until `at` (epoch ms, on the configured clock).
+    pub(crate) fn until(&self, at: u64) -> Duration {
+        Duration::from_millis(at.saturating_sub(self.now()))
+    }
+
+    /// Tells the observer, if any. Callers hold no lock (the observer may take the GIL); a
+    /// panicking observer must not take the client down with it.
+    pub(crate) fn emit(&self, event: &Event<'_>) {
+        if let Some(observer) = &self.config.events {
+            observer.tell(event);
+        }
+    }
+
+    /// D5's protocol, blocking, for one key; `attempts` is the fetches the call already made.
+    pub(crate) fn get(
+        self: &Arc<Self>,
+        key: &Key<'_>,
+        out: &mut [u8],
+        mut deadline: Deadline,
+        mut attempts: u32,
+        mut last: Option<(Failure, ErrorDetail)>,
+    ) -> Result<(usize, u64), Error> {
+        let shared = self;
+        // The observer hears of a call's throttling once, not on every wake-up.
+        let mut throttle_told = false;
+        let deadline_error = |last: Option<(Failure, ErrorDetail)>| Error::Deadline {
+            last: last.map(|l| l.0),
+        };
+        loop {
+            let mut state = shared.state.lock();
+            // The only error a lookup has is CacheFull.
+            let answer = state
+                .cache
+                .lookup(key, shared.now(), out)
+                .map_err(|_| Error::CacheFull)?;
+            let wait_until = match answer {
+                Lookup::Hit {
+                    len,
+                    expires_on,
+                    refresh,
+                } => {
+                    if let Some(ticket) = refresh {
+                        if shared.config.refresher {
+                            state.queue.push_back(ticket);
+                            shared.refresher.notify_one();
+                        } else {
+                            // No refresher: this caller refreshes before it returns (the
+                            // token in `out` stays valid whatever the refresh does).
+                            drop(state);
+                            let deadline = deadline.instant();
+                            let _ = shared.fetch(ticket, Some(key), Some(deadline), 1, true);
+                        }
+                    }
+                    return Ok((len, expires_on / 1000));
+                }
+                Lookup::BufferTooSmall { needed } => return Err(Error::BufferTooSmall { needed }),
+                Lookup::Fetch(ticket) => {
+                    let deadline = deadline.instant();
+                    if Instant::now() >= deadline {
+                        // No time left for a request: the ticket goes back (fetching would
+                        // cancel it and the next lookup would hand it out again).
+                        let _ = state.cache.cancel(ticket);
+                        return Err(deadline_error(last));
+                    }
+                    drop(state);
+                    shared.ensure_refresher();
+                    attempts = attempts.saturating_add(1);
+                    last = shared
+                        .fetch(ticket, Some(key), Some(deadline), attempts, false)?
+                        .or(last);
+                    continue;
+                }
+                Lookup::Pending { retry_at } => {
+                    let deadline = deadline.instant();
+                    if Instant::now() >= deadline {
+                        return Err(deadline_error(last));
+                    }
+                    let wake = (Instant::now() + shared.until(retry_at)).min(deadline);
+                    shared.stripes[stripe(key)].wait_until(&mut state, wake);
+                    continue;
+                }
+                Lookup::Throttled { retry_at } => {
+                    // The budget frees up at `retry_at` at the latest (the in-flight cap's
+                    // answer is a lease end), usually sooner: wait for a completion.
+                    let deadline = deadline.instant();
+                    if Instant::now() >= deadline {
+                        return Err(deadline_error(last));
+                    }
+                    if !throttle_told && shared.config.events.is_some() {
+                        // Told with the lock released; then look again (a completion may
+                        // have come meanwhile).
+                        throttle_told = true;
+                        drop(state);
+                        shared.emit(&Event::Throttled {
+                            key: *key,
+                            retry_at,
+                        });
+                        continue;
+                    }
+                    let wake = (Instant::now() + shared.until(retry_at)).min(deadline);
+                    shared.completions.wait_until(&mut state, wake);
+                    continue;
+                }
+                Lookup::Failed { error, retry_at } => {
+                    let detail = last
+                        .take()
+                        .filter(|(f, _)| *f == error)
+                        .map(|(_, d)| d)
+                        .unwrap_or_default();
+                    match error.kind.class() {
+                        OutcomeClass::Unavailable | OutcomeClass::Terminal => {
+                            return Err(Error::Failed {
+                                failure: error,
+                                detail: Box::new(detail),
+                            })
+                        }
+                        OutcomeClass::Retry => {
+                            last = Some((error, detail));
+                            retry_at
+                        }
+                    }
+                }
+            };
+            let wake = Instant::now() + shared.until(wait_until);
+            if wake >= deadline.instant() {
+                return Err(deadline_error(last));
+            }
+            shared.completions.wait_until(&mut state, wake);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The C enums mirror the core's and the client's vocabularies: these fail when one side
+//! gains a value the other does not have.
+
+use imds_cache::{FailureKind, IdentityError, NewError, RequestError, ResourceError, StorageError};
+use imds_cache_client::Error;
+
+use crate::result::from_error;
+use crate::{imds_cache_failure, imds_cache_result};
+
+#[test]
+fn every_failure_kind_has_its_own_c_number() {
+    for &kind in FailureKind::ALL {
+        let c = imds_cache_failure::from_core(kind);
+        assert_ne!(c, imds_cache_failure::Other, "{kind:?} has no C value");
+        assert_eq!(c as u32, kind as u32, "{kind:?}: the numbers are the core's");
+        assert_eq!(imds_cache_failure::to_core(c as u32), Some(kind));
+    }
+    assert_eq!(imds_cache_failure::to_core(imds_cache_failure::Other as u32), None);
+}
+
+#[test]
+fn every_driver_error_code_has_its_own_result() {
+    let every = [
+        Error::Unavailable("x"),
+        Error::Deadline { last: None },
+        Error::BufferTooSmall { needed: 1 },
+        Error::CacheFull,
+        Error::Identity(IdentityError::Empty),
+        Error::Resource(ResourceError::Empty),
+        Error::Endpoint("x"),
+        Error::Request(RequestError::MissingSecret),
+        Error::Config(NewError::Storage(StorageError::SlotCount)),
+        Error::Unsupported("x"),
+    ];
+    let codes: Vec<&str> = every.iter().map(Error::code).collect();
+    assert_eq!(codes, Error::CODES, "a new driver error needs its C result");
+    let results: Vec<imds_cache_result> = every.into_iter().map(from_error).collect();
+    for (i, r) in results.iter().enumerate() {
+        assert_ne!(*r, imds_cache_result::Failed, "{} has no result of its own", codes[i]);
+        assert_eq!(results.iter().filter(|x| *x == r).count(), 1, "{r:?} twice");
+    }
+}
