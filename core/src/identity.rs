@@ -148,6 +148,20 @@ impl<'a> Identity<'a> {
     }
 }
 
+/// `system-assigned`, `client_id=…`, `object_id=…` or `resource_id=…`: how logs and error
+/// messages name an identity (selectors are not secrets).
+impl fmt::Display for Identity<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind() {
+            IdentityKind::System => return f.write_str("system-assigned"),
+            IdentityKind::ClientId => "client_id",
+            IdentityKind::ObjectId => "object_id",
+            IdentityKind::ResourceId => "resource_id",
+        };
+        write!(f, "{kind}={}", self.value())
+    }
+}
+
 impl PartialEq for Identity<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.kind == other.kind && self.value.eq_ignore_ascii_case(other.value)
@@ -383,6 +397,16 @@ impl Flavour {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identities_are_named_by_their_selector() {
+        let id = "11111111-2222-3333-4444-555555555555";
+        assert_eq!(std::format!("{}", Identity::SYSTEM), "system-assigned");
+        let named = std::format!("{}", Identity::client_id(id).unwrap());
+        assert_eq!(named, std::format!("client_id={id}"));
+        let named = std::format!("{}", Identity::object_id(id).unwrap());
+        assert_eq!(named, std::format!("object_id={id}"));
+    }
 
     #[test]
     fn flavour_names_are_unique_and_round_trip() {

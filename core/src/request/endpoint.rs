@@ -96,6 +96,19 @@ impl fmt::Debug for Endpoint<'_> {
     }
 }
 
+/// `scheme://host:port/path` (IPv6 hosts in brackets): what an error message names. Never
+/// the secret.
+impl fmt::Display for Endpoint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
 impl Endpoint<'static> {
     /// IMDS on VMs and scale sets: `http://169.254.169.254/metadata/identity/oauth2/token`.
     pub const IMDS: Endpoint<'static> = Endpoint {

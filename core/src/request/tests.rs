@@ -530,3 +530,18 @@ fn errors_display() {
     );
     assert_eq!(Method::Post.as_str(), "POST");
 }
+
+#[test]
+fn an_endpoint_shows_its_url_and_never_its_secret() {
+    let mut e =
+        Endpoint::from_url(Flavour::AppService2019, "http://127.0.0.1:8081/msi/token").unwrap();
+    e.secret = Some("s3cr3t-header");
+    let shown = std::format!("{e}");
+    assert_eq!(shown, "http://127.0.0.1:8081/msi/token");
+    assert_eq!(
+        std::format!("{}", Endpoint::IMDS),
+        "http://169.254.169.254:80/metadata/identity/oauth2/token"
+    );
+    let v6 = Endpoint::from_url(Flavour::AppService2019, "https://[::1]:8443/t").unwrap();
+    assert_eq!(std::format!("{v6}"), "https://[::1]:8443/t");
+}
