@@ -91,6 +91,29 @@ impl Client {
         self.shared.flavour
     }
 
+    /// The URL tokens come from (`scheme://host:port/path`, never a secret), read from the
+    /// environment as a request would be; `None` when it is not configured.
+    pub fn endpoint_url(&self) -> Option<String> {
+        let owned = match &self.shared.explicit {
+            Some(e) => e.clone(),
+            None => source::from_env(self.shared.flavour, &source::process_env).ok()?,
+        };
+        owned.endpoint().ok().map(|e| e.to_string())
+    }
+
+    /// `error` as a message a user can act on: what went wrong, the identity asked for and
+    /// the endpoint asked (`… (identity client_id=…, endpoint http://…)`). Never a secret.
+    pub fn explain(&self, error: &Error, identity: &Identity<'_>) -> String {
+        match (error, self.endpoint_url()) {
+            (Error::Identity(_) | Error::Resource(_), _) => error.to_string(),
+            (_, Some(url)) => format!("{error} (identity {identity}, endpoint {url})"),
+            (_, None) => format!(
+                "{error} (identity {identity}, {} endpoint)",
+                self.shared.flavour.name()
+            ),
+        }
+    }
+
     /// The cache's counters.
     pub fn stats(&self) -> Stats {
         self.shared.state.lock().cache.stats()

@@ -144,7 +144,7 @@ pub unsafe extern "C" fn imds_cache_get_token(
         let out = unsafe { bytes_mut(out_buf, out_len)? };
         let got = client.get_token_into(&identity, &resource, out);
         if let Err(e) = &got {
-            remember(format_args!("{e}"));
+            remember(format_args!("{}", client.explain(e, &identity)));
             told = true;
         }
         match got {
@@ -186,9 +186,10 @@ fn remember(text: fmt::Arguments<'_>) {
 }
 
 /// Writes the text of the last `imds_cache_get_token` that failed on the calling thread: the
-/// driver's error, with the endpoint's own error code and description when it sent them
-/// (e.g. `endpoint answered 400 (…) (HTTP 400): invalid_request Identity not found`), never a
-/// token. A successful call leaves it as it was; no failure yet on this thread is 0 bytes.
+/// driver's error, with the endpoint's own error code and description when it sent them, the
+/// identity and the endpoint's URL (e.g. `HTTP 400 bad request (…): invalid_request Identity
+/// not found (identity client_id=…, endpoint http://169.254.169.254:80/metadata/identity/oauth2/token)`),
+/// never a token or a secret. A successful call leaves it as it was; no failure yet on this thread is 0 bytes.
 /// The text is UTF-8, not NUL-terminated; `(NULL, 0)` asks for the length
 /// (`IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`, with `*out_written` set).
 ///

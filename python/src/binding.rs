@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use imds_cache::{Flavour, Identity, IdentityKind, Resource};
+use imds_cache::{Identity, IdentityKind, Resource};
 use imds_cache_client::{Callback, Client, Error};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -88,7 +88,7 @@ impl Binding {
         let client = self
             .client
             .as_ref()
-            .map_err(|e| to_pyerr(py, e.clone(), Flavour::Imds))?;
+            .map_err(|e| to_pyerr(py, e.clone(), None))?;
         let identity = Identity::new(self.kind, &self.value)
             .map_err(|e| PyValueError::new_err(format!("identity: {e}")))?;
         let resource = Resource::from_scopes(&[scope])
@@ -102,7 +102,7 @@ impl Binding {
     fn hit_or_notify<'py>(
         &self,
         py: Python<'py>,
-        flavour: Flavour,
+        at: (&Client, &Identity<'_>),
         lookup: impl FnOnce(&mut [u8]) -> Result<Option<(usize, u64)>, Error>,
     ) -> PyResult<Option<(Bound<'py, PyString>, u64)>> {
         BUF.with(|buf| {
@@ -115,7 +115,7 @@ impl Binding {
                     Ok(Some((take_token(py, &mut buf, len)?, expires_on)))
                 }
                 Ok(None) => Ok(None),
-                Err(e) => Err(to_pyerr(py, e, flavour)),
+                Err(e) => Err(to_pyerr(py, e, Some(at))),
             }
         })
     }
@@ -146,7 +146,7 @@ impl Binding {
                 token.zeroize();
             }
         });
-        let hit = self.hit_or_notify(py, client.flavour(), |out| {
+        let hit = self.hit_or_notify(py, (client, &identity), |out| {
             exit_gate::allow_threads(py, &inside, || {
                 if bypass {
                     client.invalidate(&identity, &resource);
@@ -169,7 +169,7 @@ impl Binding {
                     let len = token.len();
                     return Ok((take_token(py, &mut token, len)?, expires_on));
                 }
-                Ok(Err(e)) => return Err(to_pyerr(py, e, client.flavour())),
+                Ok(Err(e)) => return Err(to_pyerr(py, e, Some((client, &identity)))),
                 Err(mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(PyRuntimeError::new_err("the driver dropped the call"))
@@ -192,11 +192,12 @@ impl Binding {
     ) -> PyResult<Option<(Bound<'py, PyString>, u64)>> {
         let (client, identity, resource) = self.parts(py, &scope)?;
         let _ = logging::read_log_gate(py);
-        let flavour = client.flavour();
         let deadline = Instant::now() + self.deadline;
         if bypass {
             client.invalidate(&identity, &resource);
         }
+        // For the error's message; weak, as the callback waits inside the client.
+        let (weak, kind, value) = (Arc::downgrade(client), self.kind, self.value.clone());
         let notify: Callback = Box::new(move |result| {
             // At exit nobody awaits the answer: the token copy is wiped, the cache keeps its own.
             let mut result = Some(result);
@@ -217,10 +218,15 @@ impl Binding {
                     }
                     Err(e) => (
                         py.None().into_bound(py),
-                        to_pyerr(py, e, flavour)
-                            .into_value(py)
-                            .into_bound(py)
-                            .into_any(),
+                        {
+                            let client = weak.upgrade();
+                            let identity = Identity::new(kind, &value).ok();
+                            let at = client.as_deref().zip(identity.as_ref());
+                            to_pyerr(py, e, at)
+                        }
+                        .into_value(py)
+                        .into_bound(py)
+                        .into_any(),
                     ),
                 };
                 // A closed loop cannot take the answer: nobody is waiting any more.
@@ -230,7 +236,7 @@ impl Binding {
                 token.zeroize();
             }
         });
-        self.hit_or_notify(py, flavour, |out| {
+        self.hit_or_notify(py, (client, &identity), |out| {
             client.get_token_or_notify(&identity, &resource, out, deadline, notify)
         })
     }

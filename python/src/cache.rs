@@ -279,15 +279,17 @@ impl TokenCache {
             .map_err(|e| PyValueError::new_err(format!("resource: {e}")))?;
         let client = source
             .and_then(|s| self.client(s))
-            .map_err(|e| to_pyerr(py, e, Flavour::Imds))?;
-        let flavour = client.flavour();
+            .map_err(|e| to_pyerr(py, e, None))?;
         // Each finished key checks the gate: a prefetch in a daemon thread parks at exit.
         let (report, errors) = exit_gate::allow_threads(py, &inside, || {
             client.prefetch(&ids, &res, deadline, |_| exit_gate::park_if_closed(&inside))
         });
         let errors = errors
             .into_iter()
-            .map(|(i, e)| (i, to_pyerr(py, e, flavour).into_value(py).into_any()))
+            .map(|(i, e)| {
+                let at = ids.get(i / res.len().max(1)).map(|id| (&*client, id));
+                (i, to_pyerr(py, e, at).into_value(py).into_any())
+            })
             .collect();
         Ok((report.ok, report.total, errors))
     }

@@ -2,8 +2,8 @@
 //! when no managed identity can be had here, `ManagedIdentityError` for the rest, `ValueError`
 //! for malformed input. `code` is the driver's own stable code (`Error::code`), one to one.
 
-use imds_cache::{Failure, FailureKind, Flavour};
-use imds_cache_client::Error;
+use imds_cache::{Failure, FailureKind, Flavour, Identity};
+use imds_cache_client::{Client, Error};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -28,12 +28,17 @@ fn unavailable(e: &Error, flavour: Flavour) -> bool {
     }
 }
 
-/// The Python exception for a driver error at an endpoint of `flavour`.
-pub(crate) fn to_pyerr(py: Python<'_>, e: Error, flavour: Flavour) -> PyErr {
+/// The Python exception for a driver error; `at` is the client and identity of the call,
+/// when there is a client, so the message names the endpoint and the identity.
+pub(crate) fn to_pyerr(py: Python<'_>, e: Error, at: Option<(&Client, &Identity<'_>)>) -> PyErr {
     if let Error::Identity(_) | Error::Resource(_) = e {
         return PyValueError::new_err(e.to_string());
     }
-    let message = format!("ManagedIdentityCredential: {e}");
+    let (flavour, text) = match at {
+        Some((client, identity)) => (client.flavour(), client.explain(&e, identity)),
+        None => (Flavour::Imds, e.to_string()),
+    };
+    let message = format!("ManagedIdentityCredential: {text}");
     let (endpoint_code, description, status) = match &e {
         Error::Failed { failure, detail } => (
             (!detail.code.is_empty()).then(|| detail.code.to_string()),

@@ -366,6 +366,10 @@ static void test_full_handle(void) {
             EXPECT(imds_cache_last_error(text, sizeof text, &got), IMDS_CACHE_RESULT_OK);
             CHECK(got == need);
             CHECK(contains(text, got, "HTTP 400") && contains(text, got, "Identity not found"));
+            /* It names the identity and the endpoint, and the status once. */
+            CHECK(contains(text, got, "client_id=00000000-0000-0000-0000-00000000abcd"));
+            CHECK(contains(text, got, "endpoint http://127.0.0.1:"));
+            CHECK(!contains(text, got, "(HTTP 400)"));
             /* A hit leaves it as it was. */
             EXPECT(imds_cache_get_token(h, &user, STR(ARM), buf, 16384, &n, &exp), IMDS_CACHE_RESULT_OK);
             EXPECT(imds_cache_last_error(text, sizeof text, &got), IMDS_CACHE_RESULT_OK);
