@@ -16,7 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-/* The library's version, as in Cargo.toml (checked by a test). */
+
+/* The library's version, as in Cargo.toml. */
 #define IMDS_CACHE_VERSION "0.1.0"
 
 
@@ -823,7 +824,7 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Writes the library's version (`"0.1.0"`, the same text as `IMDS_CACHE_VERSION`) into
+ * Writes the library's version (the same text as `IMDS_CACHE_VERSION`, e.g. `"0.1.0"`) into
  * `buf`: not NUL-terminated, `*out_written` is its length; `(NULL, 0)` is the size query.
  *
  * # Safety
@@ -897,9 +898,10 @@ imds_cache_result imds_cache_get_token(const struct imds_cache *cache,
 
 /**
  * Writes the text of the last `imds_cache_get_token` that failed on the calling thread: the
- * driver's error, with the endpoint's own error code and description when it sent them
- * (e.g. `endpoint answered 400 (…) (HTTP 400): invalid_request Identity not found`), never a
- * token. A successful call leaves it as it was; no failure yet on this thread is 0 bytes.
+ * driver's error, with the endpoint's own error code and description when it sent them, the
+ * identity and the endpoint's URL (e.g. `HTTP 400 bad request (…): invalid_request Identity
+ * not found (identity client_id=…, endpoint http://169.254.169.254:80/metadata/identity/oauth2/token)`),
+ * never a token or a secret. A successful call leaves it as it was; no failure yet on this thread is 0 bytes.
  * The text is UTF-8, not NUL-terminated; `(NULL, 0)` asks for the length
  * (`IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`, with `*out_written` set).
  *
@@ -907,7 +909,9 @@ imds_cache_result imds_cache_get_token(const struct imds_cache *cache,
  * `buf` is valid for `len` bytes (or NULL when `len` is 0); `out_written` is valid for a
  * write.
  */
-imds_cache_result imds_cache_last_error(uint8_t *buf, size_t len, size_t *out_written);
+imds_cache_result imds_cache_last_error(uint8_t *buf,
+                                        size_t len,
+                                        size_t *out_written);
 
 /**
  * Warms the cache with every (identity, resource) pair, up to the budget's `in_flight` fetches

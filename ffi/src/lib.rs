@@ -145,7 +145,7 @@ pub(crate) unsafe fn write_bytes_out(
     unsafe { out_written.write(src.len()) };
     Ok(())
 }
-/// Writes the library's version (`"0.1.0"`, the same text as `IMDS_CACHE_VERSION`) into
+/// Writes the library's version (the same text as `IMDS_CACHE_VERSION`, e.g. `"0.1.0"`) into
 /// `buf`: not NUL-terminated, `*out_written` is its length; `(NULL, 0)` is the size query.
 ///
 /// # Safety

@@ -1,0 +1,56 @@
+/*
+ * Built against an extracted release tarball through its .pc files (`make dist-check`): the
+ * header's IMDS_CACHE_VERSION, the library's imds_cache_version() and argv[2] (the
+ * workspace version) must be the same text, and one token comes from the emulator at argv[1]
+ * through the blocking call.
+ */
+#include <imds_cache.h>
+
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+    static uint8_t token[16384];
+    uint8_t version[64];
+    size_t version_len = 0;
+    imds_cache_config *config = NULL;
+    imds_cache *cache = NULL;
+    imds_cache_identity identity;
+    const char *resource = "https://management.azure.com";
+    size_t len = 0;
+    uint64_t expires_on = 0;
+    imds_cache_result r;
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s EMULATOR_URL VERSION\n", argv[0]);
+        return 2;
+    }
+    if (imds_cache_version(version, sizeof version, &version_len) != IMDS_CACHE_RESULT_OK) {
+        fprintf(stderr, "release_smoke: imds_cache_version failed\n");
+        return 1;
+    }
+    if (strcmp(IMDS_CACHE_VERSION, argv[2]) != 0 || version_len != strlen(argv[2]) ||
+        memcmp(version, argv[2], version_len) != 0) {
+        fprintf(stderr, "release_smoke: versions differ: header %s, library %.*s, expected %s\n",
+                IMDS_CACHE_VERSION, (int)version_len, (const char *)version, argv[2]);
+        return 1;
+    }
+    if (imds_cache_config_new(&config) != IMDS_CACHE_RESULT_OK ||
+        imds_cache_config_set_endpoint(config, IMDS_CACHE_FLAVOUR_IMDS, (const uint8_t *)argv[1],
+                                       strlen(argv[1]), NULL, 0) != IMDS_CACHE_RESULT_OK ||
+        imds_cache_new(config, &cache) != IMDS_CACHE_RESULT_OK) {
+        fprintf(stderr, "release_smoke: cannot make the handle\n");
+        return 1;
+    }
+    imds_cache_config_free(config);
+    imds_cache_identity_system(&identity);
+    r = imds_cache_get_token(cache, &identity, (const uint8_t *)resource, strlen(resource), token,
+                             sizeof token, &len, &expires_on);
+    imds_cache_free(cache);
+    if (r != IMDS_CACHE_RESULT_OK || len == 0) {
+        fprintf(stderr, "release_smoke: imds_cache_get_token returned %d\n", (int)r);
+        return 1;
+    }
+    printf("release_smoke: imds_cache %s: a %zu-byte token, expires at %llu\n", IMDS_CACHE_VERSION,
+           len, (unsigned long long)expires_on);
+    return 0;
+}
