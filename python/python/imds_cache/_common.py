@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from azure.core import credentials as _core
 
 from . import _imds_cache
+from ._errors import CredentialUnavailableError
 
 __all__ = ["AccessToken", "AccessTokenInfo", "TokenCache", "identities_from_arm"]
 
@@ -279,7 +280,10 @@ class CredentialBase:
         return at, info
 
     def _failed(self, scopes: Tuple[str, ...], error: BaseException) -> None:
-        _LOG.warning("no token for %s, %s: %s", self._who, scopes[0] if scopes else "", error)
+        # "No managed identity here" is what a credential chain meets on every machine off
+        # Azure: INFO, as azure-identity logs it; a refusal is a WARNING.
+        level = logging.INFO if isinstance(error, CredentialUnavailableError) else logging.WARNING
+        _LOG.log(level, "no token for %s, %s: %s", self._who, scopes[0] if scopes else "", error)
 
     def _clear(self) -> None:
         self._tokens.clear()
