@@ -514,7 +514,9 @@ fn the_rest_of_the_fault_list() {
     for (fault, kind) in terminal {
         let e = emulator(Mode::Imds, 0, |_| {});
         let client = client_for(&e, quick);
-        client.get_token(&Identity::SYSTEM, &res(RESOURCES[1])).unwrap();
+        client
+            .get_token(&Identity::SYSTEM, &res(RESOURCES[1]))
+            .unwrap();
         e.set_faults(vec![FaultRule::new(fault.clone())]);
         let err = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap_err();
         assert!(

@@ -12,10 +12,16 @@ fn every_failure_kind_has_its_own_c_number() {
     for &kind in FailureKind::ALL {
         let c = imds_cache_failure::from_core(kind);
         assert_ne!(c, imds_cache_failure::Other, "{kind:?} has no C value");
-        assert_eq!(c as u32, kind as u32, "{kind:?}: the numbers are the core's");
+        assert_eq!(
+            c as u32, kind as u32,
+            "{kind:?}: the numbers are the core's"
+        );
         assert_eq!(imds_cache_failure::to_core(c as u32), Some(kind));
     }
-    assert_eq!(imds_cache_failure::to_core(imds_cache_failure::Other as u32), None);
+    assert_eq!(
+        imds_cache_failure::to_core(imds_cache_failure::Other as u32),
+        None
+    );
 }
 
 #[test]
@@ -36,7 +42,12 @@ fn every_driver_error_code_has_its_own_result() {
     assert_eq!(codes, Error::CODES, "a new driver error needs its C result");
     let results: Vec<imds_cache_result> = every.into_iter().map(from_error).collect();
     for (i, r) in results.iter().enumerate() {
-        assert_ne!(*r, imds_cache_result::Failed, "{} has no result of its own", codes[i]);
+        assert_ne!(
+            *r,
+            imds_cache_result::Failed,
+            "{} has no result of its own",
+            codes[i]
+        );
         assert_eq!(results.iter().filter(|x| *x == r).count(), 1, "{r:?} twice");
     }
 }
