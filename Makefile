@@ -32,7 +32,7 @@ test:
 
 ## The steps of `make test` (fmt, clippy, tests, Miri, fuzz corpora, C, Python), unguarded.
 test-steps: setup help-check fmt-check clippy unit bare-metal doc benches-compile miri fuzz-check \
-		c-test c-test-rust-asan py-test dist-check
+		loom c-test c-test-rust-asan py-test dist-check
 	@echo "make test: all checks passed"
 
 # Each agent against a fresh emulator with 1000 identities (REAL_LIMITS=1: IMDS's own limits).

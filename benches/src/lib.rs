@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use imds_cache::{
-    BufferStorage, Config, Done, Feed, Flavour, Identity, Key, Lookup, Resource, Slot, TokenCache,
-    BLOCK_SIZE,
+    layout_blocks, BufferStorage, Config, Done, Feed, Flavour, Identity, Key, Lookup, Resource,
+    TokenCache, Word, BLOCK_SIZE,
 };
 use imds_cache_client::{Client, ClientConfig, OwnedEndpoint, SourceSpec};
 use imds_emulator::{Emulator, Mode};
@@ -216,19 +216,18 @@ pub fn http_response(status: u16, body: &[u8]) -> Vec<u8> {
 }
 
 /// The owning cache type of the benches (the driver's shape).
-pub type OwnedCache = TokenCache<BufferStorage<Box<[Slot]>, Box<[u32]>, Box<[u8]>, Box<[u32]>>>;
+pub type OwnedCache = TokenCache<BufferStorage<std::sync::Arc<[Word]>>>;
 
 /// Arena blocks one entry of `key_len + token_len` bytes takes.
 pub fn blocks_per_entry(key_len: usize, token_len: usize) -> usize {
     (key_len + token_len).div_ceil(BLOCK_SIZE)
 }
 
-/// Bytes of the four storage buffers of a cache of `slots` entries and `blocks` blocks.
+/// Bytes of the table's words for a cache of `slots` entries and `blocks` blocks.
 pub fn storage_bytes(slots: usize, blocks: usize) -> usize {
-    slots * std::mem::size_of::<Slot>()
-        + 2 * slots * std::mem::size_of::<u32>()
-        + blocks * BLOCK_SIZE
-        + blocks * std::mem::size_of::<u32>()
+    layout_blocks(slots, blocks, BLOCK_SIZE)
+        .expect("a valid layout")
+        .total_bytes
 }
 
 /// A cache filled with `entries` tokens of `token_len` bytes, and what it holds.
@@ -257,14 +256,9 @@ impl WarmCache {
         let blocks = entries * blocks_per_entry(longest_key, token_len);
         let mut config = Config::DEFAULT;
         config.rate = 128;
-        let mut cache = TokenCache::with_slices(
-            config,
-            vec![Slot::EMPTY; entries].into_boxed_slice(),
-            vec![0u32; 2 * entries].into_boxed_slice(),
-            vec![0u8; blocks * BLOCK_SIZE].into_boxed_slice(),
-            vec![0u32; blocks].into_boxed_slice(),
-        )
-        .expect("cache storage");
+        let layout = layout_blocks(entries, blocks, BLOCK_SIZE).expect("a valid layout");
+        let words: std::sync::Arc<[Word]> = (0..layout.words).map(|_| Word::new(0)).collect();
+        let mut cache = TokenCache::with_words(config, layout, words).expect("cache storage");
         let mut tokens = Vec::with_capacity(entries);
         let mut scratch = vec![0u8; 64];
         for i in 0..entries {

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use imds_cache::{Flavour, Identity, Key, Resource, Slot, Stats, TokenCache};
+use imds_cache::{Flavour, Identity, Key, NewError, Resource, Stats, TokenCache, Word};
 use parking_lot::{Condvar, Mutex};
 use zeroize::Zeroize;
 
@@ -18,7 +18,7 @@ use crate::Error;
 
 /// The blocking client. Use it from many threads (`&self`); share it in an `Arc`.
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Shows the flavour, the configuration (secrets redacted) and the counters; never a token.
@@ -55,16 +55,15 @@ impl Client {
             SourceSpec::Auto => (source::detect(&source::process_env)?, None),
             SourceSpec::Explicit(e) => (e.flavour, Some(e.clone())),
         };
-        let blocks = (config.capacity.max(1) * config.bytes_per_entry).div_ceil(256);
-        let cache = TokenCache::with_slices(
-            config.cache.clone(),
-            vec![Slot::EMPTY; config.capacity].into_boxed_slice(),
-            vec![0u32; 2 * config.capacity].into_boxed_slice(),
-            vec![0u8; blocks * 256].into_boxed_slice(),
-            vec![0u32; blocks].into_boxed_slice(),
-        )
-        .map_err(Error::Config)?;
+        let layout = imds_cache::layout(config.capacity, config.bytes_per_entry)
+            .map_err(|e| Error::Config(NewError::Storage(e)))?;
+        let words: Arc<[Word]> = (0..layout.words).map(|_| Word::new(0)).collect();
+        let cache =
+            TokenCache::with_words(config.cache.clone(), layout, words).map_err(Error::Config)?;
+        let reader = cache.reader();
         let shared = Arc::new(Shared {
+            reader,
+            peek_hits: crate::stripes::Counter::default(),
             state: Mutex::new(State {
                 cache,
                 queue: VecDeque::with_capacity(64),
@@ -116,7 +115,7 @@ impl Client {
 
     /// The cache's counters.
     pub fn stats(&self) -> Stats {
-        self.shared.state.lock().cache.stats()
+        self.shared.stats()
     }
 
     /// The key of `identity` and `resource` at this client's endpoint.

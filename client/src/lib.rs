@@ -26,6 +26,7 @@ mod pool;
 mod refresher;
 mod shared;
 mod source;
+mod stripes;
 
 pub use api::{Client, Progress};
 pub use clock::{now_ms, Clock};

@@ -110,6 +110,9 @@ impl Shared {
         deadline: Instant,
         reply: Reply,
     ) -> Result<Option<(usize, u64)>, Error> {
+        if let Some(hit) = self.peek(key, self.now(), out) {
+            return Ok(Some(hit));
+        }
         let mut state = self.state.lock();
         let ticket = match state
             .cache

@@ -1,11 +1,13 @@
 //! The state every handle of one client shares: the core cache behind one lock, the condition
 //! variables waiters sleep on, and D5's protocol for one key, blocking.
 //!
-//! A hit takes the lock, copies the token into the caller's buffer and returns: no
-//! allocation, no I/O. A miss gets a ticket from the core and does the fetch itself with the
-//! lock released, so other keys never wait; callers of the same key wait on a condition
-//! variable (striped by key) until the fetch completes. A hit that carries a refresh ticket
-//! hands it to the refresher thread, so hot paths never wait on IMDS.
+//! A hit takes no lock: it peeks at the table's words (the core's seqlock reader), copies the
+//! token into the caller's buffer and returns: no allocation, no I/O, no shared counter (hits
+//! are counted in per-thread stripes). Everything else takes the lock: a miss gets a ticket
+//! from the core and does the fetch itself with the lock released, so other keys never wait;
+//! callers of the same key wait on a condition variable (striped by key) until the fetch
+//! completes. The one caller a peek sends for a due refresh takes the refresh ticket under the
+//! lock and hands it to the refresher thread, so hot paths never wait on IMDS.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -14,8 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use imds_cache::{
-    BufferStorage, ErrorDetail, Failure, Flavour, Key, Lookup, OutcomeClass, Slot, Ticket,
-    TokenCache,
+    BufferStorage, ErrorDetail, Failure, Flavour, Key, Lookup, OutcomeClass, Peek, Reader, Ticket,
+    TokenCache, Word,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -25,7 +27,9 @@ use crate::pool::Pool;
 use crate::source::OwnedEndpoint;
 use crate::Error;
 
-pub(crate) type Cache = TokenCache<BufferStorage<Box<[Slot]>, Box<[u32]>, Box<[u8]>, Box<[u32]>>>;
+/// The table's words, shared by the writer (behind the lock) and the lock-free readers.
+pub(crate) type Words = BufferStorage<Arc<[Word]>>;
+pub(crate) type Cache = TokenCache<Words>;
 
 /// Condition variables that waiters of one key share with a few other keys.
 pub(crate) const STRIPES: usize = 64;
@@ -41,6 +45,10 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Shared {
+    /// Reads the table without the lock (hits).
+    pub(crate) reader: Reader<Words>,
+    /// Hits answered by `reader`, per thread stripe (the core counts the locked path's).
+    pub(crate) peek_hits: crate::stripes::Counter,
     pub(crate) state: Mutex<State>,
     pub(crate) stripes: [Condvar; STRIPES],
     /// Woken on every completion: callers waiting for budget.
@@ -91,6 +99,30 @@ pub(crate) fn stripe(key: &Key<'_>) -> usize {
 }
 
 impl Shared {
+    /// The lock-free hit: `Some` when the table holds a usable token for `key` and no
+    /// refresh is due on it (the one caller told a refresh is due goes on to the locked path,
+    /// which hands the refresh ticket out); `None` otherwise.
+    pub(crate) fn peek(&self, key: &Key<'_>, now: u64, out: &mut [u8]) -> Option<(usize, u64)> {
+        match self.reader.peek(key, now, out) {
+            Peek::Hit {
+                len,
+                expires_on,
+                refresh_due: false,
+            } => {
+                self.peek_hits.add_one();
+                Some((len, expires_on / 1000))
+            }
+            _ => None,
+        }
+    }
+
+    /// The core's counters, with the lock-free hits added.
+    pub(crate) fn stats(&self) -> imds_cache::Stats {
+        let mut stats = self.state.lock().cache.stats();
+        stats.hits += self.peek_hits.sum();
+        stats
+    }
+
     /// `now` for the core (D1), from the configured clock.
     pub(crate) fn now(&self) -> u64 {
         self.config.clock.now_ms()
@@ -124,6 +156,10 @@ impl Shared {
         let deadline_error = |last: Option<(Failure, ErrorDetail)>| Error::Deadline {
             last: last.map(|l| l.0),
         };
+        let now = shared.now();
+        if let Some(hit) = shared.peek(key, now, out) {
+            return Ok(hit);
+        }
         loop {
             let mut state = shared.state.lock();
             // The only error a lookup has is CacheFull.
@@ -225,5 +261,54 @@ impl Shared {
             }
             shared.completions.wait_until(&mut state, wake);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use imds_cache::{Identity, Resource};
+    use imds_emulator::{Config, Emulator, Mode};
+
+    use crate::{Client, ClientConfig, OwnedEndpoint, SourceSpec};
+
+    /// A hit is answered while another thread holds the client's lock: the hit path takes
+    /// none. (Bounded: a hit that waited for the lock would be caught after 30 s.)
+    #[test]
+    #[cfg_attr(miri, ignore = "talks to the emulator over a socket")]
+    fn a_hit_never_waits_for_the_lock() {
+        let e = Emulator::start(Config::new(Mode::Imds)).expect("emulator");
+        let client = Client::with_config(ClientConfig {
+            source: SourceSpec::Explicit(OwnedEndpoint {
+                flavour: imds_cache::Flavour::Imds,
+                url: e.url(),
+                secret: None,
+                default_client_id: None,
+            }),
+            refresher: false,
+            ..ClientConfig::default()
+        })
+        .expect("client");
+        let resource = Resource::new("https://management.azure.com").expect("resource");
+        let first = client.get_token(&Identity::SYSTEM, &resource).expect("token");
+        let hits = client.stats().hits;
+        let held = client.shared.state.lock();
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut out = [0u8; 16 * 1024];
+                let got = client.get_token_into(&Identity::SYSTEM, &resource, &mut out);
+                let _ = tx.send(got.map(|(len, _)| out[..len].to_vec()));
+            });
+            let answer = rx.recv_timeout(Duration::from_secs(30));
+            drop(held);
+            let token = answer.expect("a hit while the lock is held").expect("a token");
+            assert_eq!(token, first.0.as_slice());
+        });
+        assert_eq!(e.stats().requests, 1);
+        // Counted, though the core never saw the hit.
+        assert_eq!(client.stats().hits, hits + 1);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use imds_cache::{Config, Endpoint, Flavour, Identity, Key, Resource, Slot, TokenCache};
+use imds_cache::{layout, Config, Endpoint, Flavour, Identity, Key, Resource, TokenCache, Word};
 
 #[path = "../tests/support/blocking.rs"]
 mod blocking;
@@ -31,16 +31,10 @@ fn main() -> Result<(), String> {
 
     // Storage sized at run time, as a C agent would hand it in.
     let slots = 4 * (client_ids.len() + 1) * RESOURCES.len();
-    let (mut slot_mem, mut index) = (vec![Slot::EMPTY; slots], vec![0u32; 2 * slots]);
-    let (mut arena, mut links) = (vec![0u8; slots * 16 * 256], vec![0u32; slots * 16]);
-    let mut cache = TokenCache::with_slices(
-        Config::DEFAULT,
-        &mut slot_mem,
-        &mut index,
-        &mut arena,
-        &mut links,
-    )
-    .map_err(|e| e.to_string())?;
+    let l = layout(slots, 16 * 256).map_err(|e| e.to_string())?;
+    let words: Vec<Word> = (0..l.words).map(|_| Word::new(0)).collect();
+    let mut cache =
+        TokenCache::with_words(Config::DEFAULT, l, &words[..]).map_err(|e| e.to_string())?;
 
     let mut identities = vec![Identity::SYSTEM];
     for id in &client_ids {

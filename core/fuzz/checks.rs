@@ -220,9 +220,9 @@ pub(crate) mod ops {
     use arbitrary::Arbitrary;
 
     use imds_cache::{
-        CacheError, Config, Done, Endpoint, Failure, FailureKind, Feed, Flavour, Identity,
-        IdentityKind, Key, Lookup, Resource, SliceStorage, Slot, Ticket, TokenCache, Transport,
-        BLOCK_SIZE,
+        layout_blocks, CacheError, Config, Done, Endpoint, Failure, FailureKind, Feed, Flavour,
+        Identity, IdentityKind, Key, Lookup, Resource, SliceStorage, StorageLayout, Ticket,
+        TokenCache, Transport, Word, BLOCK_SIZE,
     };
 
     /// The context of an assertion message, formatted only when one fails (formatting it for
@@ -516,31 +516,19 @@ pub(crate) mod ops {
 
     /// Caller memory for a cache sized at run time.
     pub(crate) struct Heap {
-        slots: Vec<Slot>,
-        index: Vec<u32>,
-        arena: Vec<u8>,
-        links: Vec<u32>,
+        layout: StorageLayout,
+        words: Vec<Word>,
     }
 
     impl Heap {
         pub(crate) fn new(slots: usize, blocks: usize) -> Self {
-            Self {
-                slots: vec![Slot::EMPTY; slots],
-                index: vec![0; 2 * slots],
-                arena: vec![0; blocks * BLOCK_SIZE],
-                links: vec![0; blocks],
-            }
+            let layout = layout_blocks(slots, blocks, BLOCK_SIZE).unwrap();
+            let words = (0..layout.words).map(|_| Word::new(0)).collect();
+            Self { layout, words }
         }
 
         pub(crate) fn cache(&mut self, config: Config) -> TokenCache<SliceStorage<'_>> {
-            TokenCache::with_slices(
-                config,
-                &mut self.slots[..],
-                &mut self.index[..],
-                &mut self.arena[..],
-                &mut self.links[..],
-            )
-            .unwrap()
+            TokenCache::with_words(config, self.layout, &self.words[..]).unwrap()
         }
     }
 

@@ -53,7 +53,8 @@ mod storage;
 mod time;
 
 pub use cache::{
-    CacheError, Done, Feed, Key, Lookup, MemoryUse, NewError, Stats, Ticket, TokenCache, Transport,
+    CacheError, Done, Feed, Key, Lookup, MemoryUse, NewError, Peek, Reader, Stats, Ticket,
+    TokenCache, Transport,
 };
 pub use http::{parse_response, HttpError, Parsed, Response, RetryAfter, MAX_HEADERS};
 pub use policy::{
@@ -69,9 +70,11 @@ pub use response::{
     classify, parse_token_body, BodyError, Classified, ErrorBody, ErrorDetail, Failure,
     FailureKind, OutcomeClass, TimeField, TokenBody, MAX_CODE_LEN, MAX_DESCRIPTION_LEN,
 };
+#[cfg(not(all(loom, test)))]
+pub use storage::ArrayStorage;
 pub use storage::{
-    layout, ArrayStorage, BufferStorage, SliceStorage, Slot, Storage, StorageError, StorageLayout,
-    BLOCK_SIZE, DEFAULT_BYTES_PER_ENTRY,
+    layout, layout_blocks, BufferStorage, SliceStorage, Storage, StorageError, StorageLayout, Word,
+    BLOCK_SIZE, DEFAULT_BYTES_PER_ENTRY, WORD_BYTES,
 };
 pub use time::{parse_expires_on, parse_http_date, parse_seconds, TimeError, YEAR_2001};
 

@@ -6,7 +6,7 @@
 mod blocking;
 
 use imds_cache::{
-    Config, Endpoint, Flavour, Identity, Key, Lookup, Resource, Slot, Storage, TokenCache,
+    Config, Endpoint, Flavour, Identity, Key, Lookup, Resource, Storage, TokenCache, Word,
 };
 use imds_emulator::{Emulator, Fault, FaultRule, Mode};
 
@@ -14,9 +14,9 @@ const ARM: &str = "https://management.azure.com";
 
 /// A cache over owned buffers sized at run time.
 fn cache(entries: usize, config: Config) -> TokenCache<impl Storage> {
-    let storage = (vec![Slot::EMPTY; entries], vec![0u32; 2 * entries]);
-    let arena = (vec![0u8; entries * 16 * 256], vec![0u32; entries * 16]);
-    TokenCache::with_slices(config, storage.0, storage.1, arena.0, arena.1).unwrap()
+    let l = imds_cache::layout(entries, 16 * 256).unwrap();
+    let words: Box<[Word]> = (0..l.words).map(|_| Word::new(0)).collect();
+    TokenCache::with_words(config, l, words).unwrap()
 }
 
 fn start(mode: Mode, identities: usize, faults: Vec<FaultRule>) -> Emulator {

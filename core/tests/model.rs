@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use imds_cache::{
-    CacheError, Config, Done, Failure, FailureKind, Feed, Lookup, OutcomeClass, SliceStorage,
+    CacheError, Config, Done, Failure, FailureKind, Feed, Lookup, OutcomeClass, Peek, SliceStorage,
     Ticket, TokenCache, Transport,
 };
 use proptest::prelude::*;
@@ -527,11 +527,61 @@ impl Run<'_> {
         }
     }
 
+    /// D15, single-threaded: a peek agrees with the lookup that follows it — a hit with the
+    /// model's token exactly when that lookup hits (same bytes, expiry, buffer rule), a miss
+    /// otherwise; `refresh_due` only when a refresh may be handed out.
+    fn peek(&mut self, k: usize, buf: usize, now: u64, ctx: &str) {
+        let c = canon(k);
+        let got = self.cache.peek(&key(k), now, &mut self.out[..buf]);
+        cover(match got {
+            Peek::Hit {
+                refresh_due: true, ..
+            } => "peek: hit, refresh due",
+            Peek::Hit { .. } => "peek: hit",
+            Peek::BufferTooSmall { .. } => "peek: buffer too small",
+            Peek::Miss => "peek: miss",
+        });
+        let held = self
+            .model
+            .entries
+            .get(&c)
+            .and_then(|e| Some((e, usable(&e.token, now)?)));
+        match (held, got) {
+            (None, Peek::Miss) => {}
+            (Some((_, tok)), Peek::BufferTooSmall { needed }) if tok.bytes.len() > buf => {
+                assert_eq!(needed, tok.bytes.len(), "{ctx}: peek needed")
+            }
+            (
+                Some((e, tok)),
+                Peek::Hit {
+                    len,
+                    expires_on,
+                    refresh_due,
+                },
+            ) if tok.bytes.len() <= buf => {
+                assert_eq!(&self.out[..len], &tok.bytes[..], "{ctx}: peek bytes");
+                assert_eq!(expires_on, tok.expires_on, "{ctx}: peek expiry");
+                let may = e.ticket.is_none()
+                    && now >= e.retry_at
+                    && Model::refresh_due(tok, now) != Tri::No;
+                assert!(
+                    !refresh_due || may,
+                    "{ctx}: peek refresh_due without a due refresh"
+                );
+            }
+            (held, got) => panic!(
+                "{ctx}: peek {got:?}, model holds {:?}",
+                held.map(|(_, t)| t.bytes.len())
+            ),
+        }
+    }
+
     fn lookup(&mut self, k: usize, buf: usize) {
         let c = canon(k);
         let now = self.model.clock(self.now);
         self.model.lapse_all();
         let ctx = format!("lookup key {k} buf {buf} at T0+{}", now - T0);
+        self.peek(k, buf, now, &ctx);
         let got = self.cache.lookup(&key(k), self.now, &mut self.out[..buf]);
         let got = got.unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
         cover(lookup_label(&got));

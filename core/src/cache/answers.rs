@@ -76,6 +76,32 @@ pub enum Lookup {
     },
 }
 
+/// The answer to a [`peek`](crate::Reader::peek): a lock-free look at the table (D15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Peek {
+    /// A usable token (the same rule as [`Lookup::Hit`]: more than the minimum lifetime left)
+    /// is in the caller's buffer, `len` bytes.
+    Hit {
+        /// Token length.
+        len: usize,
+        /// Expiry, ms.
+        expires_on: u64,
+        /// This caller, and no other for this refresh, should call
+        /// [`TokenCache::lookup`](crate::TokenCache::lookup) (behind the writer's lock) to take
+        /// the refresh ticket; the token in the buffer is good meanwhile.
+        refresh_due: bool,
+    },
+    /// The token does not fit in the buffer; `needed` bytes would. Nothing was copied.
+    BufferTooSmall {
+        /// The token's length.
+        needed: usize,
+    },
+    /// No usable token could be read: none is cached, it is too close to expiry, or the
+    /// writer kept changing the entry; ask [`TokenCache::lookup`](crate::TokenCache::lookup).
+    Miss,
+}
+
 /// The answer to feeding response bytes.
 // `Done` carries the error text (≈ 600 bytes) by value: the core has no heap to box it in,
 // and one is returned per response, not per lookup.

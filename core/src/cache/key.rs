@@ -3,7 +3,7 @@
 //! then the resource. Also the key hash the index is probed with.
 
 use crate::identity::{Flavour, Identity, IdentityKind, Resource};
-use crate::storage::{read_chain, Slot};
+use crate::storage::{copy_chain, Links, Slot, Word};
 
 /// Bytes of a key's header in the arena: flavour, kind, selector length (u16 LE).
 pub(super) const KEY_HEADER: usize = 4;
@@ -129,37 +129,34 @@ fn absorb(mut h: u64, bytes: &[u8], fold: u64) -> u64 {
 }
 
 /// Whether the entry's key bytes are `key` (D3: selector compared ignoring ASCII case,
-/// resource byte for byte). Keys of up to one block (nearly all) compare as three slices.
+/// resource byte for byte): the full key, copied out of the arena with word loads. `None`
+/// when the chain does not hold `key_len` bytes (a reader racing the writer; it retries).
 #[inline]
 pub(super) fn key_matches(
-    arena: &[u8],
-    links: &[u32],
+    arena: &[Word],
+    links: Links<'_>,
     block: usize,
     slot: &Slot,
     key: &Key<'_>,
-) -> bool {
+) -> Option<bool> {
     let len = slot.key_len as usize;
-    if len != key.encoded_len() || slot.flavour != key.flavour as u8 {
-        return false;
+    if len != key.encoded_len() || slot.flavour != key.flavour as u8 || len > MAX_KEY_LEN {
+        return Some(false);
+    }
+    let mut buf = [0u8; MAX_KEY_LEN];
+    let stored = &mut buf[..len];
+    if !copy_chain(arena, links, block, slot.head, 0, stored) {
+        return None;
     }
     let sel = key.identity.value().as_bytes();
     let resource = key.resource.as_str().as_bytes();
-    let same = |stored: &[u8]| {
-        let (header, rest) = stored.split_at(KEY_HEADER);
-        let (stored_sel, stored_resource) = rest.split_at(sel.len());
-        header[1] == key.identity.kind() as u8
+    let (header, rest) = stored.split_at(KEY_HEADER);
+    let (stored_sel, stored_resource) = rest.split_at(sel.len());
+    Some(
+        header[0] == key.flavour as u8
+            && header[1] == key.identity.kind() as u8
+            && header[2..4] == (sel.len() as u16).to_le_bytes()
             && stored_resource == resource
-            && stored_sel.eq_ignore_ascii_case(sel)
-    };
-    let start = slot.head as usize * block;
-    if len <= block {
-        return arena.get(start..start + len).is_some_and(same);
-    }
-    let mut buf = [0u8; MAX_KEY_LEN];
-    let mut at = 0;
-    read_chain(arena, links, block, slot.head, 0, len, |piece| {
-        buf[at..at + piece.len()].copy_from_slice(piece);
-        at += piece.len();
-    });
-    same(&buf[..len])
+            && stored_sel.eq_ignore_ascii_case(sel),
+    )
 }

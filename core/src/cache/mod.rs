@@ -14,6 +14,12 @@
 //! 4. A driver with a background refresher calls [`TokenCache::poll_refresh`] at
 //!    [`TokenCache::next_deadline`].
 //!
+//! Hits without a lock (D15): every method above is a *writer* and takes `&mut self`, so a
+//! driver keeps the cache behind its lock. [`TokenCache::reader`] hands out a [`Reader`] over
+//! the same storage whose [`Reader::peek`] takes `&self` and no lock: it copies a usable
+//! token while the writer works, and sends a caller to `lookup` only on a miss or when
+//! `refresh_due` says this caller is the one to take the refresh ticket.
+//!
 //! The core never retries on its own: a retry is a new ticket handed out by a lookup after the
 //! backoff.
 //!
@@ -24,6 +30,7 @@
 
 mod answers;
 mod key;
+mod peek;
 mod protocol;
 mod settle;
 mod table;
@@ -32,18 +39,26 @@ use core::fmt;
 
 use crate::identity::Flavour;
 use crate::policy::{Budget, Config, Rng};
+#[cfg(not(all(loom, test)))]
+use crate::storage::ArrayStorage;
+#[cfg(not(all(loom, test)))]
+use crate::storage::NIL;
 use crate::storage::{
-    read_chain, Alloc, ArrayStorage, BufferStorage, Slot, Storage, INDEX_PER_SLOT, NIL,
+    Alloc, BufferStorage, Slot, Storage, StorageLayout, Table, Word, INDEX_WORDS_PER_SLOT,
+    SLOT_WORDS, WORD_BYTES,
 };
 
-pub use answers::{CacheError, Done, Feed, Lookup, MemoryUse, NewError, Stats, Ticket, Transport};
+pub use answers::{
+    CacheError, Done, Feed, Lookup, MemoryUse, NewError, Peek, Stats, Ticket, Transport,
+};
 pub use key::Key;
+pub use peek::Reader;
 
 use settle::failure_of;
 
 /// The token cache over a [`Storage`]. See the module documentation for the call order.
 pub struct TokenCache<S: Storage> {
-    storage: S,
+    storage: Table<S>,
     config: Config,
     budgets: [Budget; Flavour::COUNT],
     stats: Stats,
@@ -54,29 +69,17 @@ pub struct TokenCache<S: Storage> {
     block_size: usize,
 }
 
-impl<S, I, A, L> TokenCache<BufferStorage<S, I, A, L>>
-where
-    S: AsMut<[Slot]> + AsRef<[Slot]>,
-    I: AsMut<[u32]> + AsRef<[u32]>,
-    A: AsMut<[u8]> + AsRef<[u8]>,
-    L: AsMut<[u32]> + AsRef<[u32]>,
-{
-    /// A cache over buffers sized at run time: caller memory (`&mut [T]`) or owning
-    /// containers (see [`BufferStorage::new`] for the shapes; [`crate::layout`] gives their
-    /// lengths for a capacity).
-    pub fn with_slices(
-        config: Config,
-        slots: S,
-        index: I,
-        arena: A,
-        links: L,
-    ) -> Result<Self, NewError> {
-        config.validate().map_err(NewError::Config)?;
-        let storage = BufferStorage::new(slots, index, arena, links).map_err(NewError::Storage)?;
-        Ok(Self::from_storage(config, storage))
+impl<R: AsRef<[Word]>> TokenCache<BufferStorage<R>> {
+    /// A cache over one region of words sized at run time: caller memory (`&[Word]`) or an
+    /// owning or shared container (`Box<[Word]>`, `Arc<[Word]>`), exactly `layout.words`
+    /// long ([`crate::layout`] gives the layout for a capacity). The words are reset.
+    pub fn with_words(config: Config, layout: StorageLayout, words: R) -> Result<Self, NewError> {
+        let storage = BufferStorage::new(words, layout).map_err(NewError::Storage)?;
+        Self::with_storage(config, storage)
     }
 }
 
+#[cfg(not(all(loom, test)))]
 impl<const SLOTS: usize, const BLOCKS: usize> TokenCache<ArrayStorage<SLOTS, BLOCKS>> {
     /// An owning cache of `SLOTS` entries and `BLOCKS` × 256 bytes of arena; `const`, so it
     /// can be a `static` (behind the lock of your choice). An invalid `config` or zero
@@ -84,7 +87,7 @@ impl<const SLOTS: usize, const BLOCKS: usize> TokenCache<ArrayStorage<SLOTS, BLO
     pub const fn new(config: Config) -> Self {
         assert!(SLOTS > 0 && SLOTS < NIL as usize && BLOCKS > 0 && BLOCKS < NIL as usize);
         Self {
-            storage: ArrayStorage::new(),
+            storage: Table::fresh(ArrayStorage::new()),
             rng: Rng::new(config.seed),
             config,
             budgets: [Budget::EMPTY; Flavour::COUNT],
@@ -115,7 +118,7 @@ impl<S: Storage> fmt::Debug for TokenCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
             .field("entries", &self.alloc.len)
-            .field("capacity", &self.storage.slots().len())
+            .field("capacity", &self.capacity())
             .field("free_blocks", &self.alloc.free_blocks)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
@@ -123,17 +126,22 @@ impl<S: Storage> fmt::Debug for TokenCache<S> {
 }
 
 impl<S: Storage> Drop for TokenCache<S> {
+    /// Wipes the arena (D13); a [`Reader`] that outlives the cache misses from then on.
     fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.storage.parts().arena.zeroize();
+        self.storage.wipe();
     }
 }
 
 impl<S: Storage> TokenCache<S> {
-    fn from_storage(config: Config, storage: S) -> Self {
-        let (arena, links) = storage.arena();
-        let (blocks, block_size) = (links.len() as u32, arena.len() / links.len());
-        Self {
+    /// A cache over `storage` (any [`Storage`]: a [`BufferStorage`], or a shared reference to
+    /// storage that readers will share, such as a `&'static ArrayStorage`). Its words are
+    /// reset.
+    pub fn with_storage(config: Config, storage: S) -> Result<Self, NewError> {
+        config.validate().map_err(NewError::Config)?;
+        let storage = Table::reset(storage);
+        let (_, links, block_size) = storage.arena();
+        let blocks = links.len() as u32;
+        Ok(Self {
             block_size,
             storage,
             rng: Rng::new(config.seed),
@@ -143,7 +151,25 @@ impl<S: Storage> TokenCache<S> {
             alloc: Alloc::new(blocks),
             last_now: 0,
             hand: 0,
-        }
+        })
+    }
+
+    /// A reader of this cache's storage, for hits without the writer's lock (D15): see
+    /// [`Reader::peek`]. It shares the storage (`S` is a shared handle: `&[Word]`,
+    /// `Arc<[Word]>`, `&'static ArrayStorage`), so it can live in another thread while this
+    /// cache stays behind the driver's lock.
+    pub fn reader(&self) -> Reader<S>
+    where
+        S: Clone,
+    {
+        Reader::new(self.storage.storage().clone(), self.config.min_lifetime_ms)
+    }
+
+    /// Looks `key` up without changing anything but a CLOCK bit and, once per refresh, the
+    /// refresh claim: what [`Reader::peek`] answers, for a caller that holds the cache.
+    pub fn peek(&self, key: &Key<'_>, now_ms: u64, out: &mut [u8]) -> Peek {
+        self.storage
+            .peek(key, now_ms, self.config.min_lifetime_ms, out)
     }
 
     /// The configuration in force.
@@ -210,23 +236,10 @@ impl<S: Storage> TokenCache<S> {
             let Some(out) = out.get_mut(..len) else {
                 return Ok(Lookup::BufferTooSmall { needed: len });
             };
-            let (arena, links) = self.storage.arena();
-            let size = self.block_size;
-            let start = slot.head as usize * size + slot.key_len as usize;
-            match arena.get(start..start + len) {
-                // Laid out front to back: one copy, no links read.
-                Some(token) if slot.is_run() => out.copy_from_slice(token),
-                _ => {
-                    let mut at = 0;
-                    let offset = slot.key_len as usize;
-                    read_chain(arena, links, size, slot.head, offset, len, |piece| {
-                        out[at..at + piece.len()].copy_from_slice(piece);
-                        at += piece.len();
-                    });
-                }
-            }
-            if !slot.referenced() {
-                self.slot_mut(s).set_referenced(true);
+            self.storage.copy_token(&slot, out);
+            let slots = self.storage.slots();
+            if !slots.referenced(s) {
+                slots.set_referenced(s, true);
             }
             self.stats.hits += 1;
             let refresh =
@@ -236,6 +249,11 @@ impl<S: Storage> TokenCache<S> {
                 } else {
                     None
                 };
+            if refresh.is_none() {
+                // A reader that claimed this refresh (`refresh_due`) sent its caller here for
+                // nothing: let the next one claim it.
+                self.storage.unclaim(s, slot.generation);
+            }
             return Ok(Lookup::Hit {
                 len,
                 expires_on: slot.expires_on,
@@ -303,9 +321,9 @@ impl<S: Storage> TokenCache<S> {
         let slot = self.slot(s);
         let had = slot.has_token();
         if slot.live_ticket(now) {
-            let mut parts = self.storage.parts();
+            let mut parts = self.storage.parts_for(s);
             parts.wipe_from(slot.head, slot.key_len as usize);
-            parts.slots[s as usize].drop_token();
+            parts.slot_mut(s).drop_token();
         } else {
             self.remove(s);
         }
@@ -323,7 +341,7 @@ impl<S: Storage> TokenCache<S> {
             .filter_map(|s| {
                 if s.lease_until != 0 {
                     Some(s.lease_until)
-                } else if self.usable(s, now) {
+                } else if self.usable(&s, now) {
                     Some(s.refresh_on.max(s.retry_at))
                 } else {
                     None
@@ -369,7 +387,7 @@ impl<S: Storage> TokenCache<S> {
         let slots = self.storage.slots();
         let block = self.block_size;
         let (mut blocks_used, mut data_bytes) = (0, 0);
-        for s in slots.iter().filter(|s| s.occupied()) {
+        for s in slots.iter().filter(Slot::occupied) {
             let data = s.key_len as usize + s.token_len as usize;
             blocks_used += data.div_ceil(block).max(1);
             data_bytes += data;
@@ -377,14 +395,17 @@ impl<S: Storage> TokenCache<S> {
         MemoryUse {
             entries: self.alloc.len as usize,
             slots: slots.len(),
-            overhead_per_slot: core::mem::size_of::<Slot>()
-                + INDEX_PER_SLOT * core::mem::size_of::<u32>(),
+            overhead_per_slot: (SLOT_WORDS + INDEX_WORDS_PER_SLOT) * WORD_BYTES,
             blocks_used,
-            block_bytes: blocks_used * (block + core::mem::size_of::<u32>()),
+            block_bytes: blocks_used * (block + WORD_BYTES),
             data_bytes,
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
+mod concurrent_tests;
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;

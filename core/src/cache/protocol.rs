@@ -279,7 +279,7 @@ impl<S: Storage> TokenCache<S> {
         if let Some(b) = self.budgets.get_mut(flavour) {
             b.end(ticket.to_bits());
         }
-        let e = self.slot_mut(s);
+        let mut e = self.slot_mut(s);
         e.lease_until = 0;
         e.generation = e.generation.wrapping_add(1);
         e.end_challenge();
@@ -288,7 +288,7 @@ impl<S: Storage> TokenCache<S> {
     /// Hands out a ticket for slot `s` (the budget was checked).
     pub(super) fn issue(&mut self, s: u32, now: u64) -> Ticket {
         let lease_until = now.saturating_add(self.config.fetch_timeout_ms);
-        let e = self.slot_mut(s);
+        let mut e = self.slot_mut(s);
         e.generation = e.generation.wrapping_add(1);
         e.lease_until = lease_until;
         e.issued_at = now;
@@ -299,6 +299,7 @@ impl<S: Storage> TokenCache<S> {
             },
             e.flavour,
         );
+        drop(e);
         if let Some(b) = self.budgets.get_mut(flavour as usize) {
             b.begin(ticket.to_bits(), now, lease_until);
         }

@@ -61,7 +61,7 @@ impl<S: Storage> TokenCache<S> {
         }
         let keys = self.alloc.len;
         let hash = slot.hash;
-        let mut parts = self.storage.parts();
+        let mut parts = self.storage.parts_for(s);
         // A first token extends the key's chain; a refresh writes a new chain and only then
         // wipes the old one, so the old token stays valid until the new one is in place.
         let head = if !slot.has_token() {
@@ -86,7 +86,7 @@ impl<S: Storage> TokenCache<S> {
             keys,
         );
         let run = chain_is_run(parts.links, head);
-        let e = &mut parts.slots[s as usize];
+        let e = parts.slot_mut(s);
         e.head = head;
         e.token_len = len as u32;
         e.expires_on = expires_on;
@@ -97,6 +97,7 @@ impl<S: Storage> TokenCache<S> {
         e.failure_status = 0;
         e.retry_at = 0;
         e.gone_since = 0;
+        drop(parts);
         self.release(s, ticket);
         if let Some(b) = self.budgets.get_mut(slot.flavour as usize) {
             b.ever_ok = true;
@@ -118,7 +119,7 @@ impl<S: Storage> TokenCache<S> {
         let s = ticket.slot;
         let slot = self.slot(s);
         let d = self.dispose(&slot, failure, retry_after, now);
-        let e = self.slot_mut(s);
+        let mut e = self.slot_mut(s);
         e.attempts = e.attempts.saturating_add(1);
         e.failure = failure.kind as u8;
         e.failure_status = failure.status;
@@ -130,6 +131,7 @@ impl<S: Storage> TokenCache<S> {
         } else {
             e.gone_since = 0;
         }
+        drop(e);
         self.release(s, ticket);
         let retry_at = d.retry_at;
         Ok(match d.class {

@@ -1,34 +1,45 @@
 //! The table's bookkeeping (D4): finding an entry by key, adding one, removing one, and
-//! choosing what to evict.
+//! choosing what to evict. All of it is the writer's (`&mut self`, behind the driver's lock);
+//! each change to a slot is a write section of that slot (see `storage::slot`).
 
 use super::key::{key_matches, Key};
 use super::{CacheError, TokenCache};
-use crate::storage::{read_chain, Cursor, Slot, Storage, NIL};
+use crate::storage::{
+    copy_chain, load_bytes_run, Cursor, Ordering, Slot, SlotMut, Storage, Table, Val, CLAIM, NIL,
+};
 
 impl<S: Storage> TokenCache<S> {
     pub(super) fn slot(&self, s: u32) -> Slot {
-        self.storage.slots()[s as usize]
+        self.storage.slots().load(s)
     }
 
-    pub(super) fn slot_mut(&mut self, s: u32) -> &mut Slot {
-        &mut self.storage.parts().slots[s as usize]
+    /// Edits slot `s`; the change is stored, in one write section, when the guard drops.
+    pub(super) fn slot_mut(&mut self, s: u32) -> SlotMut<'_> {
+        self.storage.slots().edit(s)
     }
 
     /// A token that may be handed out: present, with at least `min_lifetime_ms` left (D8).
     pub(super) fn usable(&self, slot: &Slot, now: u64) -> bool {
-        slot.has_token() && slot.expires_on > now.saturating_add(self.config.min_lifetime_ms)
+        usable(slot, now, self.config.min_lifetime_ms)
     }
 
     pub(super) fn find(&mut self, key: &Key<'_>, hash: u32) -> Option<u32> {
-        let parts = self.storage.parts();
-        let (slots, index) = (&*parts.slots, &*parts.index);
-        let (arena, links, size) = (&*parts.arena, &*parts.links, self.block_size);
-        crate::storage::find(slots, index, hash, |slot| {
-            key_matches(arena, links, size, slot, key)
-        })
+        let slots = self.storage.slots();
+        let (arena, links, size) = self.storage.arena();
+        crate::storage::find(
+            slots.len(),
+            self.storage.index(),
+            hash,
+            Ordering::Relaxed,
+            |s| {
+                let slot = slots.load(s);
+                slot.hash == hash && key_matches(arena, links, size, &slot, key) == Some(true)
+            },
+        )
     }
 
-    /// Adds an entry for `key`, evicting if needed (D4).
+    /// Adds an entry for `key`, evicting if needed (D4). The slot is complete before the
+    /// index points at it.
     pub(super) fn insert(&mut self, key: &Key<'_>, hash: u32, now: u64) -> Result<u32, CacheError> {
         let key_len = key.encoded_len();
         let blocks = key_len.div_ceil(self.block_size).max(1) as u32;
@@ -40,22 +51,24 @@ impl<S: Storage> TokenCache<S> {
             }
             self.evict(NIL, now)?;
         };
-        let mut parts = self.storage.parts();
+        let mut parts = self.storage.parts_for(s);
         let head = parts.alloc_chain(&mut self.alloc, blocks);
         let mut cursor = Cursor { block: head, at: 0 };
         key.encode(|piece| parts.write(&mut cursor, piece));
-        let generation = parts.slots[s as usize].generation;
+        let generation = parts.slots.load(s).generation;
         let (key_len, flavour) = (key_len as u16, key.flavour as u8);
-        parts.slots[s as usize] = Slot::new_entry(hash, generation, head, key_len, flavour);
-        parts.index_insert(s);
+        *parts.slot_mut(s) = Slot::new_entry(hash, generation, head, key_len, flavour);
+        parts.slots.set_referenced(s, true);
+        drop(parts);
+        self.storage.parts().index_insert(s);
         Ok(s)
     }
 
-    /// Removes entry `s`: out of the index, bytes wiped, slot freed.
+    /// Removes entry `s`: out of the index, bytes wiped, slot freed, in one write section.
     pub(super) fn remove(&mut self, s: u32) {
-        let mut parts = self.storage.parts();
+        let mut parts = self.storage.parts_for(s);
         parts.index_remove(s);
-        let head = parts.slots[s as usize].head;
+        let head = parts.slots.load(s).head;
         parts.free_chain(&mut self.alloc, head);
         parts.free_slot(&mut self.alloc, s);
     }
@@ -71,15 +84,15 @@ impl<S: Storage> TokenCache<S> {
             evictable(s, &slot) && !self.usable(&slot, now)
         });
         let victim = victim.or_else(|| {
+            let slots = self.storage.slots();
             for _ in 0..2 * n {
                 let s = self.hand;
                 self.hand = (self.hand + 1) % n;
-                let slot = self.slot(s);
-                if !evictable(s, &slot) {
+                if !evictable(s, &slots.load(s)) {
                     continue;
                 }
-                if slot.referenced() {
-                    self.slot_mut(s).set_referenced(false);
+                if slots.referenced(s) {
+                    slots.set_referenced(s, false);
                 } else {
                     return Some(s);
                 }
@@ -96,12 +109,46 @@ impl<S: Storage> TokenCache<S> {
     pub(super) fn read_key<'b>(&self, slot: &Slot, buf: &'b mut [u8]) -> Option<Key<'b>> {
         let len = slot.key_len as usize;
         let buf = buf.get_mut(..len)?;
-        let (arena, links) = self.storage.arena();
-        let mut at = 0;
-        read_chain(arena, links, self.block_size, slot.head, 0, len, |piece| {
-            buf[at..at + piece.len()].copy_from_slice(piece);
-            at += piece.len();
-        });
+        let (arena, links, size) = self.storage.arena();
+        if !copy_chain(arena, links, size, slot.head, 0, buf) {
+            return None;
+        }
         Key::decode(buf)
+    }
+}
+
+/// A token that may be handed out at `now`: present, with more than `min_lifetime_ms` left
+/// (D8). The one rule for `lookup` and `peek`.
+pub(super) fn usable(slot: &Slot, now: u64, min_lifetime_ms: u64) -> bool {
+    slot.has_token() && slot.expires_on > now.saturating_add(min_lifetime_ms)
+}
+
+impl<S: Storage> Table<S> {
+    /// Copies `slot`'s token into `out` (its length): one range of words when the chain is
+    /// laid out front to back, else block by block. `false` when the chain does not hold it
+    /// (only a reader racing the writer sees that).
+    pub(super) fn copy_token(&self, slot: &Slot, out: &mut [u8]) -> bool {
+        let (arena, links, size) = self.arena();
+        let offset = slot.key_len as usize;
+        if slot.is_run() {
+            let start = (slot.head as usize)
+                .saturating_mul(size)
+                .saturating_add(offset);
+            return load_bytes_run(arena, start, out);
+        }
+        copy_chain(arena, links, size, slot.head, offset, out)
+    }
+
+    /// Gives back a refresh claim a reader took at `generation` (see `peek`), so that the
+    /// next reader past the refresh time claims it again.
+    pub(super) fn unclaim(&self, s: u32, generation: u32) {
+        let claim = &self.slots().of(s)[CLAIM];
+        // Relaxed: the claim only arbitrates between readers; it publishes nothing.
+        let _ = claim.compare_exchange(
+            Val::from(generation.wrapping_add(1)),
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::{
-    Config, ConfigError, Endpoint, Failure, FailureKind, Flavour, Identity, Resource, SliceStorage,
-    Slot, Storage, StorageError,
+    layout_blocks, Config, ConfigError, Endpoint, Failure, FailureKind, Flavour, Identity,
+    Resource, SliceStorage, StorageError, Word,
 };
 use std::boxed::Box;
 use std::format;
@@ -17,14 +17,22 @@ const RES: &str = "https://management.azure.com";
 
 /// A cache over leaked, run-time sized slices.
 fn cache_with(config: Config, slots: usize, blocks: usize) -> TokenCache<SliceStorage<'static>> {
-    TokenCache::with_slices(
-        config,
-        Box::leak(vec![Slot::EMPTY; slots].into_boxed_slice()),
-        Box::leak(vec![0u32; 2 * slots].into_boxed_slice()),
-        Box::leak(vec![0u8; blocks * BLOCK_SIZE_T].into_boxed_slice()),
-        Box::leak(vec![0u32; blocks].into_boxed_slice()),
-    )
-    .unwrap()
+    let l = layout_blocks(slots, blocks, BLOCK_SIZE_T).unwrap();
+    TokenCache::with_words(config, l, &*Box::leak(words(l.words))).unwrap()
+}
+
+/// `n` fresh words.
+pub(super) fn words(n: usize) -> Box<[Word]> {
+    (0..n).map(|_| Word::new(0)).collect()
+}
+
+/// The arena's bytes, for tests that look for (wiped) secrets.
+fn arena_bytes<S: Storage>(c: &TokenCache<S>) -> Vec<u8> {
+    let (arena, _, _) = c.storage.arena();
+    arena
+        .iter()
+        .flat_map(|w| crate::storage::load(w).to_le_bytes())
+        .collect()
 }
 
 const BLOCK_SIZE_T: usize = crate::storage::BLOCK_SIZE;
@@ -172,7 +180,7 @@ fn half_life_refresh_single_flight_and_stale_while_refresh() {
     let mut c = cache();
     let k = key(1);
     fill(&mut c, &k, T0, "old", 24 * H);
-    let refresh_on = c.storage.slots()[0].refresh_on;
+    let refresh_on = c.storage.slots().load(0).refresh_on;
     assert!(
         (T0 + 12 * H - 24 * H / 10..=T0 + 12 * H).contains(&refresh_on),
         "{refresh_on}"
@@ -202,7 +210,7 @@ fn refresh_on_is_told_for_usable_tokens_only() {
     let k = key(1);
     assert_eq!(c.refresh_on(&k, T0), None);
     fill(&mut c, &k, T0, "t", 24 * H);
-    let due = c.storage.slots()[0].refresh_on;
+    let due = c.storage.slots().load(0).refresh_on;
     assert_eq!(c.refresh_on(&k, T0 + 1), Some(due));
     assert_eq!(c.refresh_on(&k, T0 + 24 * H), None, "expired");
 }
@@ -212,7 +220,7 @@ fn short_lived_tokens_refresh_five_minutes_before_expiry() {
     let mut c = cache();
     let k = key(1);
     fill(&mut c, &k, T0, "t", H);
-    let r = c.storage.slots()[0].refresh_on;
+    let r = c.storage.slots().load(0).refresh_on;
     assert!(
         (T0 + H - 300_000 - H / 10..=T0 + H - 300_000).contains(&r),
         "{r}"
@@ -226,7 +234,7 @@ fn refresh_in_is_honoured() {
     let t = fetch(&mut c, &k, T0);
     let body = r#"{"access_token":"t","expires_in":"86400","refresh_in":"3600"}"#;
     complete(&mut c, t, &http(200, body), T0);
-    let r = c.storage.slots()[0].refresh_on;
+    let r = c.storage.slots().load(0).refresh_on;
     assert!((T0 + H - 24 * H / 10..=T0 + H).contains(&r), "{r}");
 }
 
@@ -410,7 +418,7 @@ fn failed_refresh_keeps_the_valid_token_and_waits_30_s() {
     let mut c = cache();
     let k = key(1);
     fill(&mut c, &k, T0, "keep", 24 * H);
-    let due = c.storage.slots()[0].refresh_on;
+    let due = c.storage.slots().load(0).refresh_on;
     let t = hit(&mut c, &k, due).1.unwrap();
     for (status, body) in [(500, ""), (400, r#"{"error":"x"}"#), (200, "not json")] {
         let now = c.last_now;
@@ -435,7 +443,7 @@ fn failed_refresh_keeps_the_valid_token_and_waits_30_s() {
 
 /// The refresh ticket of a hit at `now`, or `t` for the first round.
 fn t_or(c: &mut TokenCache<SliceStorage<'static>>, k: &Key<'_>, now: u64, t: Ticket) -> Ticket {
-    if c.storage.slots()[0].live_ticket(now) {
+    if c.storage.slots().load(0).live_ticket(now) {
         t
     } else {
         hit(c, k, now)
@@ -603,8 +611,9 @@ fn token_bytes_are_wiped_on_eviction_invalidate_and_overwrite() {
     let mut c = cache_with(Config::DEFAULT, 2, 64);
     let secret = "SECRET-TOKEN-BYTES-0123456789";
     let arena_has = |c: &TokenCache<SliceStorage<'static>>| {
-        let (arena, _) = c.storage.arena();
-        arena.windows(secret.len()).any(|w| w == secret.as_bytes())
+        arena_bytes(c)
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes())
     };
     fill(&mut c, &key(0), T0, secret, H);
     assert!(arena_has(&c));
@@ -618,7 +627,7 @@ fn token_bytes_are_wiped_on_eviction_invalidate_and_overwrite() {
     let mut c = cache_with(Config::DEFAULT, 2, 64);
     fill(&mut c, &key(0), T0, secret, H);
     c.invalidate(&key(9), T0);
-    let due = c.storage.slots()[0].refresh_on;
+    let due = c.storage.slots().load(0).refresh_on;
     let t = hit(&mut c, &key(0), due).1.unwrap();
     complete(&mut c, t, &token_response("other", due + H), due);
     assert!(!arena_has(&c), "overwrite wipes");
@@ -629,22 +638,19 @@ fn token_bytes_are_wiped_on_eviction_invalidate_and_overwrite() {
     fill(&mut c, &key(2), T0 + 1, "c", H);
     assert!(!arena_has(&c), "eviction wipes");
     // Drop: the arena is wiped when the cache goes.
-    let mut arena = vec![0u8; 64 * BLOCK_SIZE_T];
-    let (mut slots, mut index, mut links) = (vec![Slot::EMPTY; 2], vec![0u32; 4], vec![0u32; 64]);
+    let l = layout_blocks(2, 64, BLOCK_SIZE_T).unwrap();
+    let region = words(l.words);
     {
-        let mut c = TokenCache::with_slices(
-            Config::DEFAULT,
-            &mut slots,
-            &mut index,
-            &mut arena,
-            &mut links,
-        )
-        .unwrap();
+        let mut c = TokenCache::with_words(Config::DEFAULT, l, &*region).unwrap();
         fill(&mut c, &key(0), T0, secret, H);
         assert_eq!(hit(&mut c, &key(0), T0).0, secret);
     }
+    let bytes: Vec<u8> = region
+        .iter()
+        .flat_map(|w| crate::storage::load(w).to_le_bytes())
+        .collect();
     assert!(
-        !arena.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "drop wipes"
     );
 }
@@ -653,7 +659,7 @@ fn token_bytes_are_wiped_on_eviction_invalidate_and_overwrite() {
 fn debug_never_shows_token_bytes() {
     let mut c = cache();
     fill(&mut c, &key(0), T0, "SECRETSECRET", H);
-    let shown = format!("{c:?} {:?}", c.storage.slots()[0]);
+    let shown = format!("{c:?} {:?}", c.storage.slots().load(0));
     assert!(!shown.contains("SECRET"), "{shown}");
 }
 
@@ -982,7 +988,7 @@ fn next_deadline_and_poll_refresh() {
     let t = fetch(&mut c, &key(0), T0);
     assert_eq!(c.next_deadline(), Some(T0 + 30_000), "lease end");
     complete(&mut c, t, &token_response("t", T0 + 24 * H), T0);
-    let due = c.storage.slots()[0].refresh_on;
+    let due = c.storage.slots().load(0).refresh_on;
     assert_eq!(c.next_deadline(), Some(due));
     assert_eq!(c.poll_refresh(T0 + 1), Err(Some(due)));
     let t = c.poll_refresh(due).unwrap();
@@ -1070,74 +1076,59 @@ fn owning_cache_can_be_a_static() {
 
 #[test]
 fn invalid_storage_and_config_are_refused() {
-    fn try_new(
-        config: Config,
-        slots: usize,
-        index: usize,
-        arena: usize,
-        links: usize,
-    ) -> Option<NewError> {
-        let (mut s, mut i) = (vec![Slot::EMPTY; slots], vec![0u32; index]);
-        let (mut a, mut l) = (vec![0u8; arena], vec![0u32; links]);
-        TokenCache::with_slices(config, &mut s, &mut i, &mut a, &mut l).err()
+    fn try_new(config: Config, slots: usize, blocks: usize, block: usize) -> Option<NewError> {
+        let l = match layout_blocks(slots, blocks, block) {
+            Ok(l) => l,
+            Err(e) => return Some(NewError::Storage(e)),
+        };
+        TokenCache::with_words(config, l, words(l.words)).err()
     }
     let d = Config::DEFAULT;
+    let bad = |c: Config| try_new(c, 1, 1, 256);
     assert_eq!(
-        try_new(
-            Config {
-                rate: 0,
-                ..d.clone()
-            },
-            1,
-            2,
-            256,
-            1
-        ),
+        bad(Config {
+            rate: 0,
+            ..d.clone()
+        }),
         Some(NewError::Config(ConfigError::Rate))
     );
     assert_eq!(
-        try_new(
-            Config {
-                in_flight: 33,
-                ..d.clone()
-            },
-            1,
-            2,
-            256,
-            1
-        ),
+        bad(Config {
+            in_flight: 33,
+            ..d.clone()
+        }),
         Some(NewError::Config(ConfigError::InFlight))
     );
     assert_eq!(
-        try_new(
-            Config {
-                max_token_bytes: 4096,
-                ..d.clone()
-            },
-            1,
-            2,
-            256,
-            1
-        ),
+        bad(Config {
+            max_token_bytes: 4096,
+            ..d.clone()
+        }),
         Some(NewError::Config(ConfigError::MaxTokenBytes))
     );
+    let storage = |e| Some(NewError::Storage(e));
     assert_eq!(
-        try_new(d.clone(), 0, 2, 256, 1),
-        Some(NewError::Storage(StorageError::SlotCount))
+        try_new(d.clone(), 0, 1, 256),
+        storage(StorageError::SlotCount)
     );
     assert_eq!(
-        try_new(d.clone(), 2, 3, 256, 1),
-        Some(NewError::Storage(StorageError::IndexTooSmall))
+        try_new(d.clone(), 2, 3, 250),
+        storage(StorageError::ArenaShape)
     );
     assert_eq!(
-        try_new(d.clone(), 2, 4, 250, 3),
-        Some(NewError::Storage(StorageError::ArenaShape))
+        try_new(d.clone(), 2, 2, 32),
+        storage(StorageError::ArenaShape)
     );
     assert_eq!(
-        try_new(d.clone(), 2, 4, 64, 2),
-        Some(NewError::Storage(StorageError::ArenaShape))
+        try_new(d.clone(), 2, 0, 256),
+        storage(StorageError::ArenaShape)
     );
-    assert_eq!(try_new(d, 2, 4, 256, 1), None);
+    let l = layout_blocks(2, 1, 256).unwrap();
+    assert_eq!(
+        TokenCache::with_words(d.clone(), l, words(l.words - 1)).err(),
+        storage(StorageError::RegionLength)
+    );
+    assert_eq!(try_new(d, 2, 1, 256), None);
 }
 
 #[test]
@@ -1146,7 +1137,7 @@ fn arena_exhaustion_keeps_the_old_token() {
     let mut c = cache_with(Config::DEFAULT, 2, 9);
     let big: String = core::iter::repeat_n('x', 1900).collect();
     fill(&mut c, &key(0), T0, &big, 24 * H);
-    let due = c.storage.slots()[0].refresh_on;
+    let due = c.storage.slots().load(0).refresh_on;
     let t = hit(&mut c, &key(0), due).1.unwrap();
     let bigger: String = core::iter::repeat_n('y', 1900).collect();
     assert!(matches!(
@@ -1217,14 +1208,7 @@ fn every_cache_error_has_a_listed_unique_snake_case_code() {
 fn a_layout_holds_its_capacity() {
     let (capacity, bytes) = (8, 2 * BLOCK_SIZE_T);
     let l = crate::layout(capacity, bytes).unwrap();
-    let mut c = TokenCache::with_slices(
-        Config::DEFAULT,
-        vec![Slot::EMPTY; l.slots],
-        vec![0u32; l.index_len],
-        vec![0u8; l.arena_len],
-        vec![0u32; l.blocks],
-    )
-    .unwrap();
+    let mut c = TokenCache::with_words(Config::DEFAULT, l, words(l.words)).unwrap();
     assert_eq!(c.capacity(), capacity);
     let key_len = key(0).encoded_len();
     let token: String = "t".repeat(bytes - key_len);

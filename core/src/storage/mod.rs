@@ -1,52 +1,59 @@
-//! Where the cache keeps its entries (D4): a slot table, an open-addressing index over it, and
-//! one byte arena in fixed blocks chained per entry.
+//! Where the cache keeps its entries (D4, D15): a slot table, an open-addressing index over
+//! it, and one arena in fixed blocks chained per entry, all of it atomic [`Word`]s so that a
+//! reader can copy a token while the writer works (see [`slot`] for the seqlock).
 //!
-//! Memory, per entry: a [`Slot`] is 72 bytes (`repr(C)`, no padding) and the index holds two
-//! `u32` per slot (8 bytes), so 80 bytes of overhead per slot. Key and token bytes live in the
-//! arena in blocks of [`BLOCK_SIZE`] bytes, each with a 4-byte link; an entry wastes less than
-//! one block at its end. For a 1.9 KB token and a ~100-byte key that is 8 blocks (2048 bytes)
-//! for ~2000 bytes of data: ≈ 2.4 % lost in the last block plus 1.6 % for links, well under
-//! 12 %. The test `memory_budget_for_4096_entries` measures it. [`layout`] sizes the four
-//! buffers for a capacity.
+//! Memory, per entry: a slot is [`StorageLayout::SLOT_WORDS`] words (96 bytes with 64-bit
+//! words: sequence, refresh claim, CLOCK bit and nine 64-bit fields) and the index holds two
+//! `u32` per slot (8 bytes), so 104 bytes of overhead per slot. Key and token bytes live in
+//! the arena in blocks of [`BLOCK_SIZE`] bytes, each with a one-word link; an entry wastes
+//! less than one block at its end. For a 1.9 KB token and a ~100-byte key that is 8 blocks
+//! (2048 bytes + 64 of links) for ~2000 bytes of data: ≈ 2.4 % lost in the last block plus
+//! 3 % for links, well under 12 %. The test `memory_budget_for_4096_entries` measures it.
+//! [`layout`] sizes the region for a capacity.
 
 mod arena;
 mod index;
 mod layout;
 mod slot;
+mod word;
 
-use zeroize::Zeroize;
-
-pub(crate) use arena::{chain_is_run, read_chain, Cursor};
+pub(crate) use arena::{chain_is_run, copy_chain, Cursor, Links};
 pub(crate) use index::find;
-pub use layout::{layout, StorageLayout, DEFAULT_BYTES_PER_ENTRY};
-pub use slot::Slot;
+pub(crate) use layout::INDEX_WORDS_PER_SLOT;
+pub use layout::{layout, layout_blocks, StorageLayout, DEFAULT_BYTES_PER_ENTRY};
+pub(crate) use slot::{Slot, SlotMut, SlotWords, CLAIM, REFERENCED, SEQ, SLOT_WORDS};
+#[cfg(all(loom, test))]
+pub(crate) use word::crash;
+pub(crate) use word::{fence, load, load_bytes as load_bytes_run, Lanes, Ordering, Val};
+pub use word::{Word, WORD_BYTES};
 
 /// Default arena block size.
 pub const BLOCK_SIZE: usize = 256;
 /// Index entries (`u32`) per slot: the index is kept at most half full.
 pub(crate) const INDEX_PER_SLOT: usize = 2;
-/// Smallest block size [`BufferStorage::new`] accepts.
+/// Smallest block size [`layout_blocks`] accepts.
 pub(crate) const MIN_BLOCK_SIZE: usize = 64;
 /// "No block" / "no slot" marker in links.
 pub(crate) const NIL: u32 = u32::MAX;
 
-/// The storage parts the cache works on.
-pub struct Parts<'a> {
-    pub(crate) slots: &'a mut [Slot],
-    pub(crate) index: &'a mut [u32],
-    pub(crate) arena: &'a mut [u8],
-    pub(crate) links: &'a mut [u32],
+/// The words of a storage, split into its parts.
+#[doc(hidden)]
+pub struct Regions<'a> {
+    slots: &'a [Word],
+    index: &'a [Word],
+    links: &'a [Word],
+    arena: &'a [Word],
+    block_size: usize,
 }
 
-/// Storage for a cache: implemented by [`SliceStorage`] (caller memory, sized at run time) and
-/// [`ArrayStorage`] (const-generic, can be a `static`). Sealed.
+/// Storage for a cache: implemented by [`BufferStorage`] (one region of caller memory, sized
+/// at run time by [`layout`]), [`ArrayStorage`] (const-generic, can be a `static`) and shared
+/// references to either (so that a [`Reader`](crate::Reader) and the cache can hold the
+/// same storage). Sealed.
 pub trait Storage: sealed::Sealed {
-    /// The parts, mutably.
-    fn parts(&mut self) -> Parts<'_>;
-    /// The slot table, for read-only scans.
-    fn slots(&self) -> &[Slot];
-    /// The arena and its block links, for reading.
-    fn arena(&self) -> (&[u8], &[u32]);
+    /// The storage's words, split into its parts.
+    #[doc(hidden)]
+    fn regions(&self) -> Regions<'_>;
 }
 
 mod sealed {
@@ -59,12 +66,13 @@ mod sealed {
 pub enum StorageError {
     /// No slots, or more than `u32::MAX - 1`.
     SlotCount,
-    /// The index must have at least twice as many entries as there are slots.
-    IndexTooSmall,
-    /// The arena is not `links.len()` blocks of at least 64 bytes each, or is empty.
+    /// No blocks, too many, or a block size under 64 bytes or not a multiple of 8; or a
+    /// layout whose offsets do not follow from its counts.
     ArenaShape,
     /// The storage asked of [`layout`] would not fit in the address space.
     TooLarge,
+    /// The region is not [`StorageLayout::words`] words long.
+    RegionLength,
 }
 
 impl StorageError {
@@ -72,9 +80,11 @@ impl StorageError {
     pub const fn as_str(&self) -> &'static str {
         match self {
             Self::SlotCount => "slot count must be 1..u32::MAX",
-            Self::IndexTooSmall => "index must hold at least two entries per slot",
-            Self::ArenaShape => "arena must be links.len() blocks of at least 64 bytes",
+            Self::ArenaShape => {
+                "arena must be 1..u32::MAX blocks of 64 or more bytes (multiple of 8)"
+            }
             Self::TooLarge => "storage size does not fit in the address space",
+            Self::RegionLength => "region must be exactly layout.words words long",
         }
     }
 }
@@ -87,139 +97,243 @@ impl core::fmt::Display for StorageError {
 
 impl core::error::Error for StorageError {}
 
-/// Storage in four buffers sized at run time: borrowed caller memory ([`SliceStorage`], the
-/// C ABI's way) or any owning container (`Vec`, `Box<[T]>`) in a std driver.
-pub struct BufferStorage<S, I, A, L> {
-    slots: S,
-    index: I,
-    arena: A,
-    links: L,
+/// Storage in one region of words laid out by a [`StorageLayout`]: borrowed caller memory
+/// ([`SliceStorage`], the C ABI's way), or any owning or shared container (`Box<[Word]>`,
+/// `Arc<[Word]>`) in a std driver. Cloning it (when `R` is `Clone`, as `&[Word]` and
+/// `Arc<[Word]>` are) shares the words: that is how a [`Reader`](crate::Reader) is made.
+#[derive(Clone)]
+pub struct BufferStorage<R> {
+    words: R,
+    layout: StorageLayout,
 }
 
 /// Storage over borrowed caller memory.
-pub type SliceStorage<'a> =
-    BufferStorage<&'a mut [Slot], &'a mut [u32], &'a mut [u8], &'a mut [u32]>;
+pub type SliceStorage<'a> = BufferStorage<&'a [Word]>;
 
-impl<S, I, A, L> BufferStorage<S, I, A, L>
-where
-    S: AsMut<[Slot]> + AsRef<[Slot]>,
-    I: AsMut<[u32]> + AsRef<[u32]>,
-    A: AsMut<[u8]> + AsRef<[u8]>,
-    L: AsMut<[u32]> + AsRef<[u32]>,
-{
-    /// Storage over four buffers. Their contents are reset; `index.len() >= 2 * slots.len()`;
-    /// `arena.len()` is a multiple of `links.len()`, giving the block size (≥ 64). [`layout`]
-    /// gives the lengths for a capacity.
-    pub fn new(mut slots: S, mut index: I, arena: A, links: L) -> Result<Self, StorageError> {
-        let (n_slots, n_index) = (slots.as_ref().len(), index.as_ref().len());
-        let (n_arena, n_links) = (arena.as_ref().len(), links.as_ref().len());
-        if n_slots == 0 || n_slots >= NIL as usize {
-            return Err(StorageError::SlotCount);
-        }
-        if n_index < INDEX_PER_SLOT * n_slots {
-            return Err(StorageError::IndexTooSmall);
-        }
-        if n_links == 0
-            || n_links >= NIL as usize
-            || n_arena % n_links != 0
-            || n_arena / n_links < MIN_BLOCK_SIZE
-        {
+impl<R: AsRef<[Word]>> BufferStorage<R> {
+    /// Storage over `words`, laid out by `layout` (from [`layout`] or [`layout_blocks`]):
+    /// exactly `layout.words` words. Their contents are reset when a cache is made over them.
+    pub fn new(words: R, layout: StorageLayout) -> Result<Self, StorageError> {
+        let expected = layout_blocks(layout.slots, layout.blocks, layout.block_size)?;
+        if expected != layout {
             return Err(StorageError::ArenaShape);
         }
-        slots.as_mut().fill(Slot::EMPTY);
-        index.as_mut().fill(0);
-        Ok(Self {
-            slots,
-            index,
-            arena,
-            links,
-        })
+        if words.as_ref().len() != layout.words {
+            return Err(StorageError::RegionLength);
+        }
+        Ok(Self { words, layout })
     }
 }
 
-impl<S, I, A, L> sealed::Sealed for BufferStorage<S, I, A, L> {}
+impl<R> sealed::Sealed for BufferStorage<R> {}
 
-impl<S, I, A, L> Storage for BufferStorage<S, I, A, L>
-where
-    S: AsMut<[Slot]> + AsRef<[Slot]>,
-    I: AsMut<[u32]> + AsRef<[u32]>,
-    A: AsMut<[u8]> + AsRef<[u8]>,
-    L: AsMut<[u32]> + AsRef<[u32]>,
-{
-    fn parts(&mut self) -> Parts<'_> {
-        Parts {
-            slots: self.slots.as_mut(),
-            index: self.index.as_mut(),
-            arena: self.arena.as_mut(),
-            links: self.links.as_mut(),
+impl<R: AsRef<[Word]>> Storage for BufferStorage<R> {
+    fn regions(&self) -> Regions<'_> {
+        let l = &self.layout;
+        let w = self.words.as_ref();
+        Regions {
+            slots: &w[..l.index_offset],
+            index: &w[l.index_offset..l.links_offset],
+            links: &w[l.links_offset..l.arena_offset],
+            arena: &w[l.arena_offset..l.words],
+            block_size: l.block_size,
         }
     }
+}
 
-    fn slots(&self) -> &[Slot] {
-        self.slots.as_ref()
-    }
+impl<T: Storage> sealed::Sealed for &T {}
 
-    fn arena(&self) -> (&[u8], &[u32]) {
-        (self.arena.as_ref(), self.links.as_ref())
+impl<T: Storage> Storage for &T {
+    fn regions(&self) -> Regions<'_> {
+        (**self).regions()
     }
 }
 
 /// Owning storage with its capacity in the type: `SLOTS` entries and `BLOCKS` arena blocks of
-/// [`BLOCK_SIZE`] bytes. `const fn new()`, so a cache can be a `static`.
+/// [`BLOCK_SIZE`] bytes. `const fn new()`, so it (or a cache over it) can be a `static`; a
+/// `&'static ArrayStorage` is storage too, shared by a cache and its readers.
+#[cfg(not(all(loom, test)))]
 pub struct ArrayStorage<const SLOTS: usize, const BLOCKS: usize> {
-    slots: [Slot; SLOTS],
-    index: [[u32; INDEX_PER_SLOT]; SLOTS],
-    arena: [[u8; BLOCK_SIZE]; BLOCKS],
-    links: [u32; BLOCKS],
+    slots: [[Word; SLOT_WORDS]; SLOTS],
+    index: [[Word; INDEX_WORDS_PER_SLOT]; SLOTS],
+    links: [Word; BLOCKS],
+    arena: [[Word; BLOCK_SIZE / WORD_BYTES]; BLOCKS],
 }
 
+#[cfg(not(all(loom, test)))]
 impl<const SLOTS: usize, const BLOCKS: usize> ArrayStorage<SLOTS, BLOCKS> {
     /// Empty storage.
+    #[allow(clippy::declare_interior_mutable_const)] // each use is a new array, as intended
     pub const fn new() -> Self {
+        use word::ZERO;
+        const SLOT: [Word; SLOT_WORDS] = [ZERO; SLOT_WORDS];
+        const INDEX: [Word; INDEX_WORDS_PER_SLOT] = [ZERO; INDEX_WORDS_PER_SLOT];
+        const BLOCK: [Word; BLOCK_SIZE / WORD_BYTES] = [ZERO; BLOCK_SIZE / WORD_BYTES];
         Self {
-            slots: [Slot::EMPTY; SLOTS],
-            index: [[0; INDEX_PER_SLOT]; SLOTS],
-            arena: [[0; BLOCK_SIZE]; BLOCKS],
-            links: [NIL; BLOCKS],
+            slots: [SLOT; SLOTS],
+            index: [INDEX; SLOTS],
+            links: [ZERO; BLOCKS],
+            arena: [BLOCK; BLOCKS],
         }
     }
 }
 
+#[cfg(not(all(loom, test)))]
 impl<const SLOTS: usize, const BLOCKS: usize> Default for ArrayStorage<SLOTS, BLOCKS> {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(not(all(loom, test)))]
 impl<const SLOTS: usize, const BLOCKS: usize> sealed::Sealed for ArrayStorage<SLOTS, BLOCKS> {}
 
+#[cfg(not(all(loom, test)))]
 impl<const SLOTS: usize, const BLOCKS: usize> Storage for ArrayStorage<SLOTS, BLOCKS> {
-    fn parts(&mut self) -> Parts<'_> {
-        Parts {
-            slots: &mut self.slots,
-            index: self.index.as_flattened_mut(),
-            arena: self.arena.as_flattened_mut(),
-            links: &mut self.links,
+    fn regions(&self) -> Regions<'_> {
+        Regions {
+            slots: self.slots.as_flattened(),
+            index: self.index.as_flattened(),
+            links: &self.links,
+            arena: self.arena.as_flattened(),
+            block_size: BLOCK_SIZE,
         }
-    }
-
-    fn slots(&self) -> &[Slot] {
-        &self.slots
-    }
-
-    fn arena(&self) -> (&[u8], &[u32]) {
-        (self.arena.as_flattened(), &self.links)
     }
 }
 
-impl<const SLOTS: usize, const BLOCKS: usize> Drop for ArrayStorage<SLOTS, BLOCKS> {
+/// A storage with its parts at hand: what the cache holds. Reads go through `&self`; changes
+/// through [`parts`](Self::parts) and [`parts_for`](Self::parts_for) (`&mut self`: one writer).
+pub(crate) struct Table<S> {
+    storage: S,
+}
+
+impl<S: Storage> Table<S> {
+    /// A table over `storage`, all of whose words are reset to zero (an empty table: every
+    /// slot free, every index entry empty).
+    pub(crate) fn reset(storage: S) -> Self {
+        let r = storage.regions();
+        for part in [r.slots, r.index, r.links, r.arena] {
+            part.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+        }
+        // Publishes the zeroes before the table is handed to readers (which get it through
+        // something that synchronises anyway: a thread spawn, a lock, an `Arc`).
+        fence(Ordering::Release);
+        Self { storage }
+    }
+
+    /// A table over storage known to be all zeroes (`ArrayStorage::new`).
+    pub(crate) const fn fresh(storage: S) -> Self {
+        Self { storage }
+    }
+
+    pub(crate) fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub(crate) fn slots(&self) -> SlotWords<'_> {
+        SlotWords {
+            words: self.storage.regions().slots,
+        }
+    }
+
+    pub(crate) fn index(&self) -> Lanes<'_> {
+        Lanes::new(self.storage.regions().index)
+    }
+
+    /// The arena's words, its links and the block size.
+    pub(crate) fn arena(&self) -> (&[Word], Links<'_>, usize) {
+        let r = self.storage.regions();
+        (r.arena, Links { words: r.links }, r.block_size)
+    }
+
+    /// The parts, to change them.
+    pub(crate) fn parts(&mut self) -> Parts<'_> {
+        let r = self.storage.regions();
+        Parts {
+            slots: SlotWords { words: r.slots },
+            index: Lanes::new(r.index),
+            links: Links { words: r.links },
+            arena: r.arena,
+            block_size: r.block_size,
+            section: NIL,
+            staged: None,
+        }
+    }
+
+    /// The parts, with a write section of slot `s` open until they drop: every change made
+    /// through them (to `s`, its chain, or blocks it will point at) is one change for readers.
+    pub(crate) fn parts_for(&mut self, s: u32) -> Parts<'_> {
+        let mut parts = self.parts();
+        parts.slots.begin(s);
+        parts.section = s;
+        parts
+    }
+
+    /// Wipes the table for good (D13): every slot's sequence is left odd, so a reader that
+    /// outlives the cache misses, then every word of the arena is zeroed.
+    pub(crate) fn wipe(&mut self) {
+        let slots = self.slots();
+        for s in 0..slots.len() as u32 {
+            if load(&slots.of(s)[SEQ]) % 2 == 0 {
+                slots.begin(s);
+            }
+        }
+        let (arena, _, _) = self.arena();
+        arena.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+    }
+}
+
+/// The storage parts the writer works on (see [`Table::parts_for`]).
+pub(crate) struct Parts<'a> {
+    pub(crate) slots: SlotWords<'a>,
+    pub(crate) index: Lanes<'a>,
+    pub(crate) links: Links<'a>,
+    pub(crate) arena: &'a [Word],
+    block_size: usize,
+    /// The slot whose write section these parts hold open, or `NIL`.
+    section: u32,
+    /// A slot being edited: (slot, as read, as changed); stored when the parts drop.
+    staged: Option<(u32, Slot, Slot)>,
+}
+
+impl Parts<'_> {
+    /// Edits slot `s`; the change is stored when the parts drop (or another slot is edited).
+    pub(crate) fn slot_mut(&mut self, s: u32) -> &mut Slot {
+        if self.staged.is_some_and(|(t, _, _)| t != s) {
+            self.flush();
+        }
+        let slots = self.slots;
+        let (_, _, slot) = self.staged.get_or_insert_with(|| {
+            let slot = slots.load(s);
+            (s, slot, slot)
+        });
+        slot
+    }
+
+    /// Stores the edited slot: inside the open section if it is that slot's, else in a
+    /// section of its own.
+    fn flush(&mut self) {
+        if let Some((s, old, slot)) = self.staged.take() {
+            if s == self.section {
+                self.slots.store_in_section(s, &old, &slot);
+            } else {
+                self.slots.write(s, &slot);
+            }
+        }
+    }
+}
+
+impl Drop for Parts<'_> {
     fn drop(&mut self) {
-        self.arena.as_flattened_mut().zeroize();
+        self.flush();
+        if self.section != NIL {
+            self.slots.end(self.section);
+        }
     }
 }
 
 /// Free-list and bump state of the arena and the slot table (kept in the cache, not the
-/// storage, so that storage can be plain memory).
+/// storage: only the writer uses it).
 #[derive(Clone, Debug)]
 pub(crate) struct Alloc {
     pub(crate) free_block: u32,

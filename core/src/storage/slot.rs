@@ -1,11 +1,20 @@
-//! One entry's bookkeeping in the slot table, its state bits, and taking and freeing slots.
+//! One entry's bookkeeping in the slot table, its state bits, its words and its sequence
+//! (the seqlock of D15), and taking and freeing slots.
+//!
+//! A slot is [`SLOT_WORDS`] words: its sequence, two words readers may write (the refresh
+//! claim and the CLOCK bit), then nine 64-bit fields (one word each, or two on a target
+//! without 64-bit atomics). The writer changes a slot only inside a *write section*: the
+//! sequence goes odd, the words are stored, the sequence goes even (crossbeam-utils'
+//! `seq_lock`, with one writer: the caller's lock orders writers, so the writer's own
+//! sequence loads are Relaxed).
 
+use core::ops::{Deref, DerefMut};
+
+use super::word::{fence, load, put, store, Ordering, Val, Word, WORD_BYTES};
 use super::{Alloc, Parts, NIL};
 
 /// The slot holds an entry (else it is free, or on the free list).
 const OCCUPIED: u8 = 1;
-/// The entry was used since the CLOCK hand last passed (D4).
-const REFERENCED: u8 = 2;
 /// The entry holds a token (else only its key).
 const HAS_TOKEN: u8 = 4;
 /// The live ticket got Arc's challenge and waits for the key file.
@@ -13,17 +22,28 @@ const CHALLENGED: u8 = 8;
 /// The live ticket answered Arc's challenge: a second challenge is refused.
 const ANSWERED: u8 = 16;
 /// The chain is laid out front to back in the arena (see [`chain_is_run`]): a hit copies the
-/// token with one slice copy, without reading links.
+/// token as one range of words, without reading links.
 ///
 /// [`chain_is_run`]: super::chain_is_run
 const RUN: u8 = 32;
 
-/// One cache entry's bookkeeping. Holds no key or token bytes (those are in the arena), so its
-/// `Debug` shows nothing secret. Laid out (`repr(C)`) with what a hit reads first, in 48
-/// bytes, and the fetch bookkeeping after.
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-pub struct Slot {
+/// Word of the sequence: even when the slot is stable, odd while the writer changes it.
+pub(crate) const SEQ: usize = 0;
+/// Word of the refresh claim: the generation a reader claimed the refresh at (see `peek`).
+pub(crate) const CLAIM: usize = 1;
+/// Word of the CLOCK bit (D4): non-zero when the entry was used since the hand passed.
+pub(crate) const REFERENCED: usize = 2;
+/// Words of one 64-bit field.
+const FIELD_WORDS: usize = 8 / WORD_BYTES;
+/// 64-bit fields of a slot.
+const FIELDS: usize = 9;
+/// Words of one slot.
+pub(crate) const SLOT_WORDS: usize = 3 + FIELDS * FIELD_WORDS;
+
+/// One cache entry's bookkeeping, as read from (or to be written to) its words. Holds no key
+/// or token bytes (those are in the arena), so its `Debug` shows nothing secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Slot {
     /// Expiry of the token (ms).
     pub(crate) expires_on: u64,
     /// When to refresh the token (ms).
@@ -32,6 +52,10 @@ pub struct Slot {
     pub(crate) lease_until: u64,
     /// No new fetch before this (backoff, negative cache, eager-refresh spacing).
     pub(crate) retry_at: u64,
+    /// Request time of the live ticket (D1).
+    pub(crate) issued_at: u64,
+    /// Time of the first 410 of the current run of 410s; 0 when none.
+    pub(crate) gone_since: u64,
     pub(crate) hash: u32,
     /// First arena block of the entry's chain (key bytes, then token bytes), or the next free
     /// slot while the slot is on the free list.
@@ -46,18 +70,11 @@ pub struct Slot {
     pub(crate) failure_status: u16,
     pub(crate) attempts: u8,
     pub(crate) failure: u8,
-    /// Request time of the live ticket (D1).
-    pub(crate) issued_at: u64,
-    /// Time of the first 410 of the current run of 410s; 0 when none.
-    pub(crate) gone_since: u64,
 }
 
-/// The memory figures of the module documentation count on this size.
-const _: () = assert!(core::mem::size_of::<Slot>() == 72);
-
 impl Slot {
-    /// An unused slot, for initialising caller-provided storage: `[Slot::EMPTY; N]`.
-    pub const EMPTY: Slot = Slot {
+    /// An unused slot.
+    pub(crate) const EMPTY: Slot = Slot {
         hash: 0,
         generation: 0,
         head: NIL,
@@ -76,7 +93,7 @@ impl Slot {
         gone_since: 0,
     };
 
-    /// A new entry's slot: occupied, recently used, no token yet.
+    /// A new entry's slot: occupied, no token yet.
     pub(crate) fn new_entry(
         hash: u32,
         generation: u32,
@@ -89,9 +106,51 @@ impl Slot {
             generation,
             head,
             key_len,
-            flags: OCCUPIED | REFERENCED,
+            flags: OCCUPIED,
             flavour,
             ..Slot::EMPTY
+        }
+    }
+
+    /// The slot's nine 64-bit fields, in word order.
+    fn fields(&self) -> [u64; FIELDS] {
+        [
+            self.expires_on,
+            self.refresh_on,
+            self.lease_until,
+            self.retry_at,
+            self.issued_at,
+            self.gone_since,
+            u64::from(self.hash) | u64::from(self.head) << 32,
+            u64::from(self.token_len)
+                | u64::from(self.key_len) << 32
+                | u64::from(self.flags) << 48
+                | u64::from(self.flavour) << 56,
+            u64::from(self.generation)
+                | u64::from(self.failure_status) << 32
+                | u64::from(self.attempts) << 48
+                | u64::from(self.failure) << 56,
+        ]
+    }
+
+    fn from_fields(f: [u64; FIELDS]) -> Slot {
+        Slot {
+            expires_on: f[0],
+            refresh_on: f[1],
+            lease_until: f[2],
+            retry_at: f[3],
+            issued_at: f[4],
+            gone_since: f[5],
+            hash: f[6] as u32,
+            head: (f[6] >> 32) as u32,
+            token_len: f[7] as u32,
+            key_len: (f[7] >> 32) as u16,
+            flags: (f[7] >> 48) as u8,
+            flavour: (f[7] >> 56) as u8,
+            generation: f[8] as u32,
+            failure_status: (f[8] >> 32) as u16,
+            attempts: (f[8] >> 48) as u8,
+            failure: (f[8] >> 56) as u8,
         }
     }
 
@@ -121,23 +180,9 @@ impl Slot {
         self.token_len = 0;
     }
 
-    /// Whether the chain is laid out front to back, so the token is one slice of the arena.
+    /// Whether the chain is laid out front to back, so the token is one range of the arena.
     pub(crate) fn is_run(&self) -> bool {
         self.flags & RUN != 0
-    }
-
-    /// Whether the entry was used since the CLOCK hand last passed.
-    pub(crate) fn referenced(&self) -> bool {
-        self.flags & REFERENCED != 0
-    }
-
-    /// Sets or clears the CLOCK bit.
-    pub(crate) fn set_referenced(&mut self, on: bool) {
-        if on {
-            self.flags |= REFERENCED;
-        } else {
-            self.flags &= !REFERENCED;
-        }
     }
 
     /// Whether the live ticket waits for Arc's key file.
@@ -166,12 +211,158 @@ impl Slot {
     }
 }
 
+/// The slot table's words.
+#[derive(Clone, Copy)]
+pub(crate) struct SlotWords<'a> {
+    pub(crate) words: &'a [Word],
+}
+
+impl<'a> SlotWords<'a> {
+    /// Number of slots.
+    pub(crate) fn len(&self) -> usize {
+        self.words.len() / SLOT_WORDS
+    }
+
+    /// The words of slot `s` (`s < len`).
+    pub(crate) fn of(&self, s: u32) -> &'a [Word] {
+        let at = s as usize * SLOT_WORDS;
+        &self.words[at..at + SLOT_WORDS]
+    }
+
+    /// Slot `s` as its words hold it now: Relaxed loads. The writer reads its own stores;
+    /// a reader calls this between `seq` and `validate`, which decide whether it is whole.
+    #[allow(clippy::useless_conversion)] // a word is a `u32` where 64-bit atomics are missing
+    pub(crate) fn load(&self, s: u32) -> Slot {
+        let w = self.of(s);
+        let mut f = [0u64; FIELDS];
+        for (i, v) in f.iter_mut().enumerate() {
+            let at = 3 + i * FIELD_WORDS;
+            *v = (0..FIELD_WORDS).fold(0, |v, k| v | u64::from(load(&w[at + k])) << (32 * k));
+        }
+        Slot::from_fields(f)
+    }
+
+    /// Slot `s`, if there is one.
+    pub(crate) fn get(&self, s: usize) -> Option<Slot> {
+        (s < self.len()).then(|| self.load(s as u32))
+    }
+
+    /// Every slot, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Slot> + 'a {
+        let this = *self;
+        (0..this.len() as u32).map(move |s| this.load(s))
+    }
+
+    /// Stores `slot` into slot `s`'s words; only inside a write section of `s`. Only the
+    /// fields that changed are stored.
+    pub(crate) fn store_in_section(&self, s: u32, old: &Slot, slot: &Slot) {
+        let w = self.of(s);
+        let (old, new) = (old.fields(), slot.fields());
+        for i in (0..FIELDS).filter(|&i| old[i] != new[i]) {
+            let at = 3 + i * FIELD_WORDS;
+            for k in 0..FIELD_WORDS {
+                store(&w[at + k], (new[i] >> (32 * k)) as Val);
+            }
+        }
+    }
+
+    /// Opens a write section of slot `s`: its sequence goes odd. Relaxed load: only the
+    /// writer stores sequences. The store is Relaxed and followed by a Release fence, so that
+    /// a reader whose data loads see any store the writer makes after this point, and that
+    /// then runs its Acquire fence, sees the odd sequence (or a later one) on its re-check
+    /// (crossbeam-utils' `SeqLock::write`).
+    pub(crate) fn begin(&self, s: u32) {
+        let seq = &self.of(s)[SEQ];
+        store(seq, load(seq).wrapping_add(1));
+        fence(Ordering::Release);
+    }
+
+    /// Closes the write section of slot `s`: the sequence goes even with Release, so a reader
+    /// whose first (Acquire) sequence load reads it sees every store of the section.
+    pub(crate) fn end(&self, s: u32) {
+        let seq = &self.of(s)[SEQ];
+        put(seq, load(seq).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Stores `slot` into slot `s` in a section of its own.
+    pub(crate) fn write(&self, s: u32, slot: &Slot) {
+        let old = self.load(s);
+        if old != *slot {
+            self.begin(s);
+            self.store_in_section(s, &old, slot);
+            self.end(s);
+        }
+    }
+
+    /// Edits slot `s`: the change is stored, in a write section, when the guard drops.
+    pub(crate) fn edit(&self, s: u32) -> SlotMut<'a> {
+        let slot = self.load(s);
+        SlotMut {
+            slots: *self,
+            s,
+            old: slot,
+            slot,
+        }
+    }
+
+    /// Whether the CLOCK bit of slot `s` is set.
+    pub(crate) fn referenced(&self, s: u32) -> bool {
+        load(&self.of(s)[REFERENCED]) != 0
+    }
+
+    /// Sets or clears the CLOCK bit of slot `s` (the writer's side; a reader only sets it,
+    /// and only when clear, see `peek`). A lost race with a reader loses one bit of
+    /// approximate LRU, nothing else.
+    pub(crate) fn set_referenced(&self, s: u32, on: bool) {
+        store(&self.of(s)[REFERENCED], Val::from(on));
+    }
+
+    /// Clears slot `s`'s sequence-independent words (claim and CLOCK bit) for a new entry.
+    fn clear_reader_words(&self, s: u32) {
+        let w = self.of(s);
+        store(&w[CLAIM], 0);
+        store(&w[REFERENCED], 0);
+    }
+}
+
+/// A slot being edited (see [`SlotWords::edit`]): dereferences to the slot; its changes are
+/// stored, in one write section, when it drops.
+pub(crate) struct SlotMut<'a> {
+    slots: SlotWords<'a>,
+    s: u32,
+    old: Slot,
+    slot: Slot,
+}
+
+impl Deref for SlotMut<'_> {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        &self.slot
+    }
+}
+
+impl DerefMut for SlotMut<'_> {
+    fn deref_mut(&mut self) -> &mut Slot {
+        &mut self.slot
+    }
+}
+
+impl Drop for SlotMut<'_> {
+    fn drop(&mut self) {
+        if self.old != self.slot {
+            self.slots.begin(self.s);
+            self.slots.store_in_section(self.s, &self.old, &self.slot);
+            self.slots.end(self.s);
+        }
+    }
+}
+
 impl Parts<'_> {
     /// Takes a free slot, if any.
     pub(crate) fn alloc_slot(&mut self, alloc: &mut Alloc) -> Option<u32> {
         let s = if alloc.free_slot != NIL {
             let s = alloc.free_slot;
-            alloc.free_slot = self.slots[s as usize].head;
+            alloc.free_slot = self.slots.load(s).head;
             s
         } else if (alloc.slot_bump as usize) < self.slots.len() {
             alloc.slot_bump += 1;
@@ -179,14 +370,16 @@ impl Parts<'_> {
         } else {
             return None;
         };
+        self.slots.clear_reader_words(s);
         alloc.len += 1;
         Some(s)
     }
 
-    /// Returns slot `s` (already out of the index, chain freed) to the free list.
+    /// Returns slot `s` (already out of the index, chain freed) to the free list; stored when
+    /// the parts drop.
     pub(crate) fn free_slot(&mut self, alloc: &mut Alloc, s: u32) {
-        let generation = self.slots[s as usize].generation.wrapping_add(1);
-        self.slots[s as usize] = Slot {
+        let generation = self.slots.load(s).generation.wrapping_add(1);
+        *self.slot_mut(s) = Slot {
             generation,
             head: alloc.free_slot,
             ..Slot::EMPTY

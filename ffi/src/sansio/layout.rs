@@ -6,7 +6,7 @@ use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, Ordering};
 
-use ::imds_cache::{BufferStorage, Slot, TokenCache, BLOCK_SIZE};
+use ::imds_cache::{BufferStorage, StorageLayout, TokenCache, Word};
 
 use super::{imds_cache_sansio, sansio, Inner, LIVE};
 use crate::config::imds_cache_config;
@@ -19,7 +19,7 @@ pub const IMDS_CACHE_STORAGE_ALIGN: usize = 8;
 
 const _: () = {
     assert!(align_of::<imds_cache_sansio>() <= IMDS_CACHE_STORAGE_ALIGN);
-    assert!(align_of::<Slot>() <= IMDS_CACHE_STORAGE_ALIGN);
+    assert!(align_of::<Word>() <= IMDS_CACHE_STORAGE_ALIGN);
 };
 
 /// A view of `len` initialised `T`s at `ptr`, inside the handle's memory.
@@ -49,58 +49,36 @@ impl<T> AsMut<[T]> for Raw<T> {
     }
 }
 
-pub(super) type RawStorage = BufferStorage<Raw<Slot>, Raw<u32>, Raw<u8>, Raw<u32>>;
+pub(super) type RawStorage = BufferStorage<Raw<Word>>;
 
 /// Where each region goes.
 struct Layout {
-    slots: usize,
-    n_slots: usize,
-    index: usize,
-    links: usize,
-    n_blocks: usize,
-    arena: usize,
+    /// Where the table's words start, and the core's layout of them.
+    words: usize,
+    table: StorageLayout,
     text: usize,
     text_len: usize,
     total: usize,
 }
 
+/// The handle's header, then the table's words (the core's `layout`: the one home of its
+/// sizing), then the endpoint's text.
 fn layout(c: &Settings) -> Result<Layout, imds_cache_result> {
     let bad = imds_cache_result::InvalidConfig;
-    let n_slots = c.capacity;
-    let n_blocks = n_slots
-        .checked_mul(c.bytes_per_entry)
-        .ok_or(bad)?
-        .div_ceil(BLOCK_SIZE);
-    if n_slots == 0 || n_slots >= u32::MAX as usize || n_blocks == 0 {
-        return Err(bad);
-    }
-    if n_blocks >= u32::MAX as usize {
-        return Err(bad);
-    }
+    let table = ::imds_cache::layout(c.capacity, c.bytes_per_entry).map_err(|_| bad)?;
     let (_, url, secret, client_id) = c.endpoint_parts();
     let text_len = url.len() + secret.map_or(0, str::len) + client_id.map_or(0, str::len);
-    let up = |at: usize, align: usize| at.checked_next_multiple_of(align).ok_or(bad);
-    let add = |at: usize, n: usize, size: usize| {
-        n.checked_mul(size)
-            .and_then(|b| at.checked_add(b))
-            .ok_or(bad)
-    };
-    let slots = up(size_of::<imds_cache_sansio>(), align_of::<Slot>())?;
-    let index = up(add(slots, n_slots, size_of::<Slot>())?, align_of::<u32>())?;
-    let links = add(index, 2 * n_slots, size_of::<u32>())?;
-    let arena = add(links, n_blocks, size_of::<u32>())?;
-    let text = add(arena, n_blocks, BLOCK_SIZE)?;
-    let total = add(text, text_len, 1)?;
+    let words = size_of::<imds_cache_sansio>()
+        .checked_next_multiple_of(StorageLayout::ALIGN)
+        .ok_or(bad)?;
+    let text = words.checked_add(table.total_bytes).ok_or(bad)?;
+    let total = text.checked_add(text_len).ok_or(bad)?;
     if total > isize::MAX as usize {
         return Err(bad);
     }
     Ok(Layout {
-        slots,
-        n_slots,
-        index,
-        links,
-        n_blocks,
-        arena,
+        words,
+        table,
         text,
         text_len,
         total,
@@ -188,8 +166,9 @@ pub unsafe extern "C" fn imds_cache_sansio_init(
         let base = mem.cast::<u8>();
         // SAFETY: `mem` is valid for `len >= l.total` bytes (contract); every offset below is
         // within `l.total` (computed by `layout` with checked arithmetic) and aligned for its
-        // type (`mem` is aligned to 8 and each offset to its type's alignment). Zeroing first
-        // makes every region initialised; the regions are disjoint.
+        // type (`mem` is aligned to 8, the words' offset to a word). Zeroing first makes every
+        // region initialised (all-zero atomic words are valid, and an empty table); the
+        // header, the words and the text are disjoint.
         let cache = unsafe {
             std::ptr::write_bytes(base, 0, l.total);
             let mut at = base.add(l.text);
@@ -197,25 +176,12 @@ pub unsafe extern "C" fn imds_cache_sansio_init(
                 std::ptr::copy_nonoverlapping(part.as_ptr(), at, part.len());
                 at = at.add(part.len());
             }
-            let raw = |offset: usize, len: usize| Raw {
-                ptr: NonNull::new_unchecked(base.add(offset)),
-                len,
+            let words = Raw {
+                ptr: NonNull::new_unchecked(base.add(l.words).cast::<Word>()),
+                len: l.table.words,
             };
-            let cast = |r: Raw<u8>| Raw {
-                ptr: r.ptr.cast::<u32>(),
-                len: r.len,
-            };
-            TokenCache::with_slices(
-                c.cache.clone(),
-                Raw {
-                    ptr: NonNull::new_unchecked(base.add(l.slots).cast::<Slot>()),
-                    len: l.n_slots,
-                },
-                cast(raw(l.index, 2 * l.n_slots)),
-                raw(l.arena, l.n_blocks * BLOCK_SIZE),
-                cast(raw(l.links, l.n_blocks)),
-            )
-            .map_err(|_| imds_cache_result::InvalidConfig)?
+            TokenCache::with_words(c.cache.clone(), l.table, words)
+                .map_err(|_| imds_cache_result::InvalidConfig)?
         };
         let header = imds_cache_sansio {
             live: AtomicU32::new(LIVE),
@@ -225,7 +191,7 @@ pub unsafe extern "C" fn imds_cache_sansio_init(
             inner: std::cell::UnsafeCell::new(Inner {
                 cache,
                 flavour,
-                // SAFETY: within the zeroed range, after the arena.
+                // SAFETY: within the zeroed range, after the table's words.
                 text: Raw {
                     ptr: unsafe { NonNull::new_unchecked(base.add(l.text)) },
                     len: l.text_len,
