@@ -141,7 +141,8 @@ enum imds_cache_result
    */
   IMDS_CACHE_RESULT_THROTTLED = 103,
   /**
-   * The Arc key file's contents are unusable (the ticket has failed).
+   * The Arc key file is unreadable (permission denied: the `himds` group; not found; too
+   * large; outside the key folder) or its contents are unusable (the ticket has failed).
    */
   IMDS_CACHE_RESULT_INVALID_ARC_KEY = 104,
   /**
@@ -170,6 +171,11 @@ enum imds_cache_result
    * The deadline passed before a token could be had (retries kept failing or waiting).
    */
   IMDS_CACHE_RESULT_DEADLINE = 202,
+  /**
+   * TLS with the endpoint failed: its certificate is not the one
+   * `IDENTITY_SERVER_THUMBPRINT` names, or it does not speak TLS.
+   */
+  IMDS_CACHE_RESULT_TLS = 203,
   /**
    * A panic was caught at the boundary (a bug: please report it).
    */
@@ -849,8 +855,10 @@ uint64_t imds_cache_now_ms(void);
  * is copied and may be freed at once. The handle is thread-safe: any number of threads may
  * call it at once (except `imds_cache_free`). Fails with `IMDS_CACHE_RESULT_UNAVAILABLE` in
  * an AKS workload-identity environment, `IMDS_CACHE_RESULT_INVALID_ENDPOINT` when the
- * environment's endpoint is incomplete, `IMDS_CACHE_RESULT_UNSUPPORTED` for an HTTPS
- * endpoint (Service Fabric: use `imds_cache_sansio` with your own TLS).
+ * environment's endpoint is incomplete, `IMDS_CACHE_RESULT_UNSUPPORTED` for an explicit
+ * HTTPS endpoint (the configuration cannot pin its certificate: use `imds_cache_sansio` with
+ * your own TLS). Service Fabric found in the environment is spoken to over TLS, accepting
+ * only the certificate `IDENTITY_SERVER_THUMBPRINT` names.
  *
  * # Safety
  * `config` is NULL or a live configuration; `out_cache` is valid for a write.

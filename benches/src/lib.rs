@@ -5,6 +5,9 @@
 //! Everything here is deterministic: bodies, tokens, keys and key sequences come from fixed
 //! seeds, so two runs measure the same bytes.
 
+#[cfg(feature = "azure")]
+pub mod azure;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -11,6 +11,7 @@ use parking_lot::{Condvar, Mutex};
 use zeroize::Zeroize;
 
 use crate::config::ClientConfig;
+use crate::future::GetToken;
 use crate::pool::{Callback, Pool, Reply, Warmed};
 use crate::shared::{Deadline, Shared, State};
 use crate::source::{self, SourceSpec};
@@ -52,7 +53,7 @@ impl Client {
     /// A client with `config`.
     pub fn with_config(config: ClientConfig) -> Result<Self, Error> {
         let (flavour, explicit) = match &config.source {
-            SourceSpec::Auto => (source::detect(&source::process_env)?, None),
+            SourceSpec::Auto => (source::detect_flavour()?, None),
             SourceSpec::Explicit(e) => (e.flavour, Some(e.clone())),
         };
         let layout = imds_cache::layout(config.capacity, config.bytes_per_entry)
@@ -288,5 +289,21 @@ impl Drop for Client {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+impl Client {
+    /// The token for `identity` and `resource`, as a future that any executor can drive (the
+    /// crate starts no runtime). A hit resolves on the first poll, by the blocking call's
+    /// path; a miss, or another caller's fetch of the same key, goes on in the worker pool
+    /// (as [`get_token_or_notify`](Self::get_token_or_notify)) and wakes the task when it
+    /// ends. The deadline is [`ClientConfig::deadline`]. Dropping the future does not stop a
+    /// fetch it started: the token still fills the cache.
+    pub fn get_token_async<'a>(
+        &'a self,
+        identity: &Identity<'a>,
+        resource: &Resource<'a>,
+    ) -> GetToken<'a> {
+        GetToken::new(&self.shared, self.key(identity, resource))
     }
 }

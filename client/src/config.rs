@@ -19,6 +19,11 @@ pub struct ClientConfig {
     pub bytes_per_entry: usize,
     /// Where tokens come from.
     pub source: SourceSpec,
+    /// The SHA-1 thumbprint (40 hex digits, any case) of the only certificate an HTTPS
+    /// endpoint may present: Service Fabric's `IDENTITY_SERVER_THUMBPRINT`. With
+    /// [`SourceSpec::Auto`] the variable is read when each request is built unless this is set;
+    /// an explicit HTTPS endpoint without it is `Error::Unsupported` at each call.
+    pub server_thumbprint: Option<String>,
     /// Overall deadline of a blocking call (D7: 90 s, longer than the 410 window).
     pub deadline: Duration,
     /// Connect timeout per attempt (1 s).
@@ -41,6 +46,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("capacity", &self.capacity)
             .field("bytes_per_entry", &self.bytes_per_entry)
             .field("source", &self.source)
+            .field("server_thumbprint", &self.server_thumbprint)
             .field("deadline", &self.deadline)
             .field("connect_timeout", &self.connect_timeout)
             .field("attempt_timeout", &self.attempt_timeout)
@@ -58,6 +64,7 @@ impl Default for ClientConfig {
             capacity: 4096,
             bytes_per_entry: 2560,
             source: SourceSpec::Auto,
+            server_thumbprint: None,
             deadline: Duration::from_secs(90),
             connect_timeout: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(10),

@@ -6,15 +6,16 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use imds_cache::{
-    CacheError, Done, ErrorDetail, Failure, FailureKind, Feed, Key, RequestError, Ticket,
-    ARC_MAX_KEY_LEN,
+    arc_key_path, parse_response, ArcError, CacheError, Done, ErrorDetail, Failure, FailureKind,
+    Feed, Key, Parsed, RequestError, Ticket, Transport, ARC_MAX_KEY_LEN,
 };
-use zeroize::Zeroize;
 
+use crate::error::ArcKeyError;
 use crate::events::Event;
-use crate::http;
+use crate::http::{self, OpenError};
 use crate::shared::{stripe, Shared};
 use crate::source;
+use crate::wipe::{BufferKind, Wiped};
 use crate::Error;
 
 /// What a fetch tells the observer besides its outcome.
@@ -79,6 +80,10 @@ impl Shared {
             Ok(e) => e,
             Err(e) => return Err(self.abandon(ticket, e)),
         };
+        let pin = match self.pin(&endpoint) {
+            Ok(p) => p,
+            Err(e) => return Err(self.abandon(ticket, e)),
+        };
         let left = deadline.map_or(Duration::MAX, |d| {
             d.saturating_duration_since(Instant::now())
         });
@@ -91,7 +96,9 @@ impl Shared {
             attempt: self.config.attempt_timeout.min(left),
         };
         let max = self.config.cache.max_token_bytes + 4096 + 1;
-        let mut request = vec![0u8; 8192];
+        // D13: the request carries the secret header (and Arc's key in the second leg), the
+        // response the token; both are wiped when they go, on every path out.
+        let mut request = Wiped::new(8192, BufferKind::Request);
         let first = self
             .state
             .lock()
@@ -109,75 +116,189 @@ impl Shared {
             });
         }
         loop {
-            let mut conn =
-                match http::Connection::open(to.host, to.port, &request[..to.len], timeouts) {
-                    Ok(c) => c,
-                    Err(t) => {
-                        // The guard goes with the statement: settled without the lock.
-                        let done = self.state.lock().cache.fail(ticket, t, self.now());
-                        return Ok(self.settle(done, told));
-                    }
-                };
-            let mut received = Vec::with_capacity(4096);
+            let pin = if to.tls { pin } else { None };
+            let sent = &request[..to.len];
+            let mut conn = match http::Connection::open(to.host, to.port, pin, sent, timeouts) {
+                Ok(c) => c,
+                Err(OpenError::Transport(t)) => {
+                    // The guard goes with the statement: settled without the lock.
+                    let done = self.state.lock().cache.fail(ticket, t, self.now());
+                    return Ok(self.settle(done, told));
+                }
+                Err(OpenError::Tls(refused)) => {
+                    // Settled as a lost connection, so that the endpoint is asked again only
+                    // after the core's backoff; this caller gets the refusal at once.
+                    let _ = self
+                        .state
+                        .lock()
+                        .cache
+                        .fail(ticket, Transport::Reset, self.now());
+                    return Err(Error::Tls(refused));
+                }
+            };
+            // Grown (wiping each old copy) up to the bound: most responses fit the first 4 KiB.
+            let mut received = Wiped::new(max.min(4096), BufferKind::Response);
+            let mut len = 0;
             let key_file = loop {
-                let read = conn.read_into(&mut received, max);
+                if len == received.len() {
+                    received.grow(max.min(len * 2));
+                }
+                let read = match received.get_mut(len..) {
+                    Some(free) if !free.is_empty() => conn.read_into(free),
+                    _ => Ok(0),
+                };
                 let mut state = self.state.lock();
                 let now = self.now();
                 let done = match read {
                     Err(t) => state.cache.fail(ticket, t, now),
-                    Ok(0) => state.cache.eof(ticket, &mut received, now),
-                    Ok(_) => match state.cache.feed(ticket, &mut received, now) {
-                        Ok(Feed::NeedMore) => continue,
-                        Ok(Feed::Done(done)) => Ok(done),
-                        Err(e) => Err(e),
-                    },
+                    Ok(0) => state.cache.eof(ticket, &mut received[..len], now),
+                    Ok(n) => {
+                        len += n;
+                        match state.cache.feed(ticket, &mut received[..len], now) {
+                            Ok(Feed::NeedMore) => continue,
+                            Ok(Feed::Done(done)) => Ok(done),
+                            Err(e) => Err(e),
+                        }
+                    }
                 };
                 drop(state);
-                match done {
-                    Ok(Done::NeedKeyFile { path }) => break path.to_string(),
-                    other => return Ok(self.settle(other, told)),
+                if let Ok(Done::NeedKeyFile { path }) = done {
+                    break path.to_string();
                 }
+                let settled = self.settle(done, told);
+                let bad_challenge = settled
+                    .as_ref()
+                    .is_some_and(|(f, _)| f.kind == FailureKind::BadChallenge);
+                if bad_challenge {
+                    if let Some(e) = self.challenge_refusal(&mut received[..len]) {
+                        return Err(e);
+                    }
+                }
+                return Ok(settled);
             };
-            let mut key = match read_arc_key(&key_file) {
-                Ok(k) => k,
-                // An unreadable key file fails the ticket the way a bad key does.
-                Err(_) => b"\x00".to_vec(),
+            let key = read_arc_key(&key_file);
+            // An unreadable key file fails the ticket the way a bad key does.
+            let bytes: &[u8] = match &key {
+                Ok((key, len)) => &key[..*len],
+                Err(_) => b"\x00",
             };
-            let next = self.answer_challenge(ticket, &endpoint, &key, &mut request);
-            key.zeroize();
-            to = match next {
-                Some(d) => d,
-                None => return Ok(self.bad_challenge(told)),
+            let answered = self.answer_challenge(ticket, &endpoint, bytes, &mut request);
+            let cause = match (answered, key) {
+                // The key's copy is wiped as it goes; the request holding it is wiped with
+                // `request`.
+                (Ok(next), Ok(_)) => {
+                    to = next;
+                    continue;
+                }
+                (_, Err(cause)) => Some(cause),
+                (Err(Some(ArcError::KeyTooLong)), Ok(_)) => Some(ArcKeyError::TooLarge),
+                (Err(Some(e)), Ok(_)) => Some(ArcKeyError::Contents(e)),
+                (Err(None), Ok(_)) => None,
+            };
+            let failed = self.bad_challenge(told);
+            return match cause {
+                Some(cause) => Err(Error::ArcKey {
+                    path: printable(&key_file),
+                    cause,
+                }),
+                None => Ok(failed),
             };
         }
     }
 
+    /// The certificate an HTTPS `endpoint` must present: the configured thumbprint, else (for
+    /// an endpoint from the environment) `IDENTITY_SERVER_THUMBPRINT`. `None` for plain HTTP.
+    fn pin(&self, endpoint: &imds_cache::Endpoint<'_>) -> Result<Option<http::Pin>, Error> {
+        if !endpoint.tls {
+            return Ok(None);
+        }
+        #[cfg(feature = "service-fabric-tls")]
+        {
+            let from_env = || {
+                self.explicit
+                    .is_none()
+                    .then(|| source::thumbprint_from(&source::process_env))
+                    .flatten()
+            };
+            let missing = if self.explicit.is_some() {
+                // This client never validates a certificate chain: HTTPS is only ever pinned.
+                Error::Unsupported(
+                    "an HTTPS endpoint needs the thumbprint of its certificate \
+                     (ClientConfig::server_thumbprint): no CA validation is built in",
+                )
+            } else {
+                Error::Endpoint(source::THUMBPRINT_VAR)
+            };
+            let hex = self
+                .config
+                .server_thumbprint
+                .clone()
+                .or_else(from_env)
+                .ok_or(missing)?;
+            crate::tls::Thumbprint::parse(&hex)
+                .map(Some)
+                .ok_or(Error::Endpoint(
+                    "the server thumbprint is not 40 hex digits (a SHA-1 thumbprint)",
+                ))
+        }
+        #[cfg(not(feature = "service-fabric-tls"))]
+        Err(Error::Unsupported(
+            "HTTPS endpoints are not built in: enable the service-fabric-tls feature",
+        ))
+    }
+
+    /// Why the core refused Arc's challenge, when it was for the key file's path (outside the
+    /// folder, not `.key`, …); `None` when the endpoint challenged again after the key was sent.
+    fn challenge_refusal(&self, received: &mut [u8]) -> Option<Error> {
+        let max = received.len();
+        let Ok(Parsed::Done(response)) = parse_response(received, true, max) else {
+            return None;
+        };
+        let header = response.www_authenticate?;
+        let cause = match arc_key_path(header, self.config.cache.arc_key_dir()) {
+            Ok(_) => return None,
+            Err(ArcError::WrongDirectory) => ArcKeyError::OutsideFolder,
+            Err(e) => ArcKeyError::Challenge(e),
+        };
+        let path = header.split_once('=').map_or(header, |(_, p)| p);
+        Some(Error::ArcKey {
+            path: printable(path.trim_matches(|c| c == ' ' || c == '"')),
+            cause,
+        })
+    }
+
     /// Arc's second leg: the request with the key, written into `request` (once more after
-    /// the budget frees up if it had no room). `None` when the challenge cannot be answered.
+    /// the budget frees up if it had no room). `Err(Some(_))` when the key's contents are
+    /// refused, `Err(None)` when the challenge cannot be answered otherwise.
     fn answer_challenge<'e>(
         &self,
         ticket: Ticket,
         endpoint: &imds_cache::Endpoint<'e>,
         key: &[u8],
         request: &mut [u8],
-    ) -> Option<imds_cache::RequestDescriptor<'e>> {
+    ) -> Result<imds_cache::RequestDescriptor<'e>, Option<ArcError>> {
         let next =
             self.state
                 .lock()
                 .cache
                 .complete_challenge(ticket, endpoint, key, self.now(), request);
-        match next {
-            Ok(d) => Some(d),
+        let next = match next {
             Err(CacheError::Throttled { retry_at }) => {
                 std::thread::sleep(self.until(retry_at));
-                self.state
-                    .lock()
-                    .cache
-                    .complete_challenge(ticket, endpoint, key, self.now(), request)
-                    .ok()
+                self.state.lock().cache.complete_challenge(
+                    ticket,
+                    endpoint,
+                    key,
+                    self.now(),
+                    request,
+                )
             }
-            Err(_) => None,
-        }
+            other => other,
+        };
+        next.map_err(|e| match e {
+            CacheError::ArcKey(e) => Some(e),
+            _ => None,
+        })
     }
 
     /// Arc's challenge could not be answered: the ticket has failed.
@@ -257,17 +378,46 @@ fn request_error(e: CacheError) -> RequestError {
     }
 }
 
-/// Reads Arc's key file: a regular file (not a symlink), at most 4096 bytes. The core has
+/// A path for an error message: control characters (which the core refuses in a key path)
+/// shown as `?`, so that the message cannot forge a log line.
+fn printable(path: &str) -> String {
+    path.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Reads Arc's key file: a regular file opened without following a symlink, at most 4096
+/// bytes, into a buffer wiped when dropped; the length read comes with it. The core has
 /// already checked the folder and the `.key` extension.
-fn read_arc_key(path: &str) -> std::io::Result<Vec<u8>> {
-    let meta = std::fs::symlink_metadata(path)?;
-    if !meta.file_type().is_file() || meta.len() > ARC_MAX_KEY_LEN as u64 {
-        return Err(std::io::Error::other(
-            "not a regular key file of at most 4096 bytes",
-        ));
+fn read_arc_key(path: &str) -> Result<(Wiped, usize), ArcKeyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| ArcKeyError::from_io(&e);
+    // O_NONBLOCK: a FIFO put in the key's place must not hang the open.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(ArcKeyError::NotAFile);
     }
-    let mut key = Vec::with_capacity(ARC_MAX_KEY_LEN + 1);
-    std::io::Read::take(std::fs::File::open(path)?, ARC_MAX_KEY_LEN as u64 + 1)
-        .read_to_end(&mut key)?;
-    Ok(key)
+    if meta.len() > ARC_MAX_KEY_LEN as u64 {
+        return Err(ArcKeyError::TooLarge);
+    }
+    let mut key = Wiped::new(ARC_MAX_KEY_LEN + 1, BufferKind::ArcKey);
+    let mut len = 0;
+    while len < key.len() {
+        match file.read(&mut key[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    // It grew after the check.
+    if len > ARC_MAX_KEY_LEN {
+        return Err(ArcKeyError::TooLarge);
+    }
+    Ok((key, len))
 }

@@ -15,23 +15,39 @@
 //! injects a fake one.
 
 mod api;
+#[cfg(feature = "azure_core")]
+mod azure;
 mod clock;
 mod config;
 mod error;
 pub mod events;
 mod fetch;
 mod fork;
+mod future;
 mod http;
 mod pool;
 mod refresher;
 mod shared;
 mod source;
 mod stripes;
+#[cfg(feature = "service-fabric-tls")]
+mod tls;
+mod token;
+mod wipe;
 
 pub use api::{Client, Progress};
+#[cfg(feature = "azure_core")]
+#[cfg_attr(docsrs, doc(cfg(feature = "azure_core")))]
+pub use azure::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 pub use clock::{now_ms, Clock};
 pub use config::ClientConfig;
-pub use error::Error;
+pub use error::{ArcKeyError, Error, TlsError};
 pub use events::{Event, Observer};
+pub use future::GetToken;
 pub use pool::{Callback, OwnedKey};
 pub use source::{detect_endpoint, detect_flavour, OwnedEndpoint, SourceSpec};
+pub use token::Token;
+/// Test-only observers of the buffers a fetch wipes (the `test-hooks` feature).
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub use wipe::{hooks as test_hooks, BufferKind};

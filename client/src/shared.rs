@@ -292,7 +292,9 @@ mod tests {
         })
         .expect("client");
         let resource = Resource::new("https://management.azure.com").expect("resource");
-        let first = client.get_token(&Identity::SYSTEM, &resource).expect("token");
+        let first = client
+            .get_token(&Identity::SYSTEM, &resource)
+            .expect("token");
         let hits = client.stats().hits;
         let held = client.shared.state.lock();
         let (tx, rx) = mpsc::channel();
@@ -304,7 +306,9 @@ mod tests {
             });
             let answer = rx.recv_timeout(Duration::from_secs(30));
             drop(held);
-            let token = answer.expect("a hit while the lock is held").expect("a token");
+            let token = answer
+                .expect("a hit while the lock is held")
+                .expect("a token");
             assert_eq!(token, first.0.as_slice());
         });
         assert_eq!(e.stats().requests, 1);

@@ -2,7 +2,9 @@
 //! given explicitly. The flavour is fixed when the client is made (it is part of every cache
 //! key); URLs and secrets are read again each time a request is built, never on a hit.
 
-use imds_cache::{Endpoint, Flavour};
+use std::path::Path;
+
+use imds_cache::{Endpoint, Flavour, IMDS_TOKEN_PATH};
 
 use crate::Error;
 
@@ -16,7 +18,7 @@ pub enum SourceSpec {
 }
 
 /// An endpoint with owned strings; `url` is the token URL, or for IMDS the authority
-/// (`http://host[:port]`, as `AZURE_POD_IDENTITY_AUTHORITY_HOST`).
+/// (`http://host[:port]`) or a token URL ending in `/metadata/identity/oauth2/token`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OwnedEndpoint {
     /// The wire form.
@@ -42,10 +44,26 @@ impl std::fmt::Debug for OwnedEndpoint {
 
 const IMDS_AUTHORITY: &str = "http://169.254.169.254";
 
+/// Arc's token URL when the agent is found by its executable, not by the environment (as
+/// MSAL Python, MSAL Go and the Rust SDK use it).
+pub(crate) const ARC_DEFAULT_URL: &str = "http://localhost:40342/metadata/identity/oauth2/token";
+
+/// Arc's agent executable, whose presence says Arc when no variable names an endpoint (MSAL's
+/// probe).
+#[cfg(windows)]
+const ARC_AGENT: &str = r"C:\Program Files\AzureConnectedMachineAgent\himds.exe";
+/// Arc's agent executable, whose presence says Arc when no variable names an endpoint (MSAL's
+/// probe).
+#[cfg(not(windows))]
+const ARC_AGENT: &str = "/opt/azcmagent/bin/himds";
+
+/// The variable that pins Service Fabric's certificate.
+pub(crate) const THUMBPRINT_VAR: &str = "IDENTITY_SERVER_THUMBPRINT";
+
 impl OwnedEndpoint {
     /// The borrowed form the core writes requests for.
     pub fn endpoint(&self) -> Result<Endpoint<'_>, Error> {
-        let mut e = if self.flavour == Flavour::Imds {
+        let mut e = if self.flavour == Flavour::Imds && !self.url.ends_with(IMDS_TOKEN_PATH) {
             Endpoint::imds_authority(&self.url)
         } else if self.flavour == Flavour::VmExtension && self.url.is_empty() {
             Ok(Endpoint::VM_EXTENSION)
@@ -55,9 +73,11 @@ impl OwnedEndpoint {
         .map_err(|e| Error::Endpoint(e.as_str()))?;
         e.secret = self.secret.as_deref();
         e.default_client_id = self.default_client_id.as_deref();
+        #[cfg(not(feature = "service-fabric-tls"))]
         if e.tls {
             return Err(Error::Unsupported(
-                "HTTPS endpoints (Service Fabric's pinned-thumbprint TLS) are not built in",
+                "HTTPS endpoints (Service Fabric's pinned-thumbprint TLS) are not built in: \
+                 enable the service-fabric-tls feature",
             ));
         }
         Ok(e)
@@ -68,17 +88,27 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
-/// The flavour the environment selects (D11), read through `var`.
-pub(crate) fn detect(var: &dyn Fn(&str) -> Option<String>) -> Result<Flavour, Error> {
+/// The flavour the environment selects (D11), read through `var`; `arc_agent` is the path
+/// whose existence says Arc when no variable names an endpoint.
+pub(crate) fn detect(
+    var: &dyn Fn(&str) -> Option<String>,
+    arc_agent: &Path,
+) -> Result<Flavour, Error> {
     let has = |name: &str| non_empty(var(name)).is_some();
-    Ok(if has("IDENTITY_ENDPOINT") && has("IDENTITY_HEADER") {
-        if has("IDENTITY_SERVER_THUMBPRINT") {
+    Ok(if has("IDENTITY_ENDPOINT") {
+        if has("IDENTITY_HEADER") && has(THUMBPRINT_VAR) {
             Flavour::ServiceFabric
-        } else {
+        } else if has("IDENTITY_HEADER") {
             Flavour::AppService2019
+        } else if has("IMDS_ENDPOINT") {
+            Flavour::Arc
+        } else {
+            // As azure-identity: an endpoint without its secret or Arc's second variable is
+            // no managed identity (asking IMDS instead would ask another machine's).
+            return Err(Error::Unavailable(
+                "IDENTITY_ENDPOINT is set without IDENTITY_HEADER or IMDS_ENDPOINT",
+            ));
         }
-    } else if has("IDENTITY_ENDPOINT") && has("IMDS_ENDPOINT") {
-        Flavour::Arc
     } else if has("MSI_ENDPOINT") && has("MSI_SECRET") {
         Flavour::Msi2017
     } else if has("MSI_ENDPOINT") {
@@ -88,6 +118,8 @@ pub(crate) fn detect(var: &dyn Fn(&str) -> Option<String>) -> Result<Flavour, Er
         return Err(Error::Unavailable(
             "AKS workload identity is configured: use a workload identity credential",
         ));
+    } else if !has("AZURE_POD_IDENTITY_AUTHORITY_HOST") && arc_agent.exists() {
+        Flavour::Arc
     } else {
         Flavour::Imds
     })
@@ -102,7 +134,7 @@ pub(crate) fn from_env(
     let need = |name: &'static str| get(name).ok_or(Error::Endpoint(name));
     let (url, secret, default_client_id) = match flavour {
         Flavour::Imds => (
-            get("AZURE_POD_IDENTITY_AUTHORITY_HOST").unwrap_or_else(|| IMDS_AUTHORITY.into()),
+            imds_url(get("AZURE_POD_IDENTITY_AUTHORITY_HOST")),
             None,
             None,
         ),
@@ -111,7 +143,12 @@ pub(crate) fn from_env(
             Some(need("IDENTITY_HEADER")?),
             None,
         ),
-        Flavour::Arc => (need("IDENTITY_ENDPOINT")?, None, None),
+        // Found by its executable: the agent's fixed address.
+        Flavour::Arc => (
+            get("IDENTITY_ENDPOINT").unwrap_or_else(|| ARC_DEFAULT_URL.into()),
+            None,
+            None,
+        ),
         Flavour::Msi2017 => (
             need("MSI_ENDPOINT")?,
             Some(need("MSI_SECRET")?),
@@ -128,18 +165,34 @@ pub(crate) fn from_env(
     })
 }
 
+/// IMDS's token URL from `AZURE_POD_IDENTITY_AUTHORITY_HOST` as azure-identity reads it:
+/// the value with its `/`s stripped, then the token path appended (so a path in the value is
+/// kept: `http://host:port/prefix` asks `…/prefix/metadata/identity/oauth2/token`).
+fn imds_url(authority: Option<String>) -> String {
+    let authority = authority.as_deref().unwrap_or(IMDS_AUTHORITY);
+    format!("{}{IMDS_TOKEN_PATH}", authority.trim_matches('/'))
+}
+
+/// The thumbprint the environment pins Service Fabric's certificate to, read through `var`.
+#[cfg(feature = "service-fabric-tls")]
+pub(crate) fn thumbprint_from(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    non_empty(var(THUMBPRINT_VAR))
+}
+
 /// The flavour the process environment selects now (D11): what [`Client::new`] would use.
+/// With no variable naming an endpoint, an Arc agent installed here (its `himds` executable)
+/// selects Arc at `http://localhost:40342`, as MSAL does.
 ///
 /// [`Client::new`]: crate::Client::new
 pub fn detect_flavour() -> Result<Flavour, Error> {
-    detect(&process_env)
+    detect(&process_env, Path::new(ARC_AGENT))
 }
 
 /// The endpoint the process environment names now (D11): its flavour, as [`detect_flavour`]
 /// finds it, with the URL and secret of that flavour's variables. For callers that read the
 /// environment once (the C sans-IO handle reads none).
 pub fn detect_endpoint() -> Result<OwnedEndpoint, Error> {
-    from_env(detect(&process_env)?, &process_env)
+    from_env(detect_flavour()?, &process_env)
 }
 
 /// Reads the process environment.
@@ -219,9 +272,106 @@ mod tests {
                 Ok(Flavour::Imds),
             ),
         ];
+        let absent = Path::new("/nonexistent/imds-cache-test/himds");
         for (vars, want) in cases {
-            assert_eq!(detect(&env(vars)).map_err(|_| ()), *want, "{vars:?}");
+            assert_eq!(
+                detect(&env(vars), absent).map_err(|_| ()),
+                *want,
+                "{vars:?}"
+            );
         }
+    }
+
+    #[test]
+    fn identity_endpoint_alone_is_unavailable_as_in_azure_identity() {
+        let absent = Path::new("/nonexistent/imds-cache-test/himds");
+        let alone = env(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token")]);
+        let e = detect(&alone, absent).unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        assert!(
+            e.to_string().contains("IDENTITY_HEADER or IMDS_ENDPOINT"),
+            "{e}"
+        );
+        // The thumbprint alone does not make it Service Fabric either.
+        let with_thumbprint = env(&[
+            ("IDENTITY_ENDPOINT", "https://127.0.0.1:1/t"),
+            ("IDENTITY_SERVER_THUMBPRINT", "00"),
+        ]);
+        assert!(detect(&with_thumbprint, absent).is_err());
+    }
+
+    #[test]
+    fn the_arc_agent_on_disk_selects_arc_at_its_default_address() {
+        let dir = std::env::temp_dir().join(format!("imds-cache-himds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let agent = dir.join("himds");
+        let absent = dir.join("not-there");
+        std::fs::write(&agent, b"").unwrap();
+        assert_eq!(detect(&env(&[]), &agent), Ok(Flavour::Arc));
+        assert_eq!(detect(&env(&[]), &absent), Ok(Flavour::Imds));
+        let e = from_env(Flavour::Arc, &env(&[])).unwrap();
+        assert_eq!(e.url, ARC_DEFAULT_URL);
+        let arc = e.endpoint().unwrap();
+        assert_eq!((arc.host, arc.port, arc.tls), ("localhost", 40342, false));
+        // The variables still win: they name the endpoint.
+        let vars = env(&[("MSI_ENDPOINT", "http://127.0.0.1:2/t")]);
+        assert_eq!(detect(&vars, &agent), Ok(Flavour::CloudShell));
+        let pod = env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:3")]);
+        assert_eq!(detect(&pod, &agent), Ok(Flavour::Imds));
+        let workload = env(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", "/f"),
+            ("AZURE_TENANT_ID", "t"),
+        ]);
+        assert!(
+            detect(&workload, &agent).is_err(),
+            "never the node's identity"
+        );
+        let arc_vars = env(&[
+            (
+                "IDENTITY_ENDPOINT",
+                "http://127.0.0.1:4/metadata/identity/oauth2/token",
+            ),
+            ("IMDS_ENDPOINT", "http://127.0.0.1:4"),
+        ]);
+        assert_eq!(
+            from_env(Flavour::Arc, &arc_vars).unwrap().url,
+            "http://127.0.0.1:4/metadata/identity/oauth2/token"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_pod_identity_host_with_a_path_keeps_it_as_azure_identity_does() {
+        let cases = [
+            ("http://127.0.0.1:8080", "/metadata/identity/oauth2/token"),
+            ("http://127.0.0.1:8080/", "/metadata/identity/oauth2/token"),
+            (
+                "http://127.0.0.1:8080/nmi",
+                "/nmi/metadata/identity/oauth2/token",
+            ),
+            (
+                "http://127.0.0.1:8080/a/b/",
+                "/a/b/metadata/identity/oauth2/token",
+            ),
+        ];
+        for (value, path) in cases {
+            let vars = env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", value)]);
+            let owned = from_env(Flavour::Imds, &vars).unwrap();
+            let e = owned.endpoint().unwrap();
+            assert_eq!(
+                (e.host, e.port, e.path),
+                ("127.0.0.1", 8080, path),
+                "{value}"
+            );
+        }
+        // An explicit IMDS authority keeps its rule: no path.
+        let explicit = OwnedEndpoint {
+            flavour: Flavour::Imds,
+            url: "http://127.0.0.1:8080/nmi".into(),
+            secret: None,
+            default_client_id: None,
+        };
+        assert!(matches!(explicit.endpoint(), Err(Error::Endpoint(_))));
     }
 
     #[test]
@@ -265,7 +415,17 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert!(matches!(sf.endpoint(), Err(Error::Unsupported(_))));
+        if cfg!(feature = "service-fabric-tls") {
+            assert!(sf.endpoint().unwrap().tls);
+        } else {
+            assert!(matches!(sf.endpoint(), Err(Error::Unsupported(_))));
+        }
         assert!(!format!("{sf:?}").contains("\"h\""), "secret redacted");
+        #[cfg(feature = "service-fabric-tls")]
+        {
+            let vars = env(&[("IDENTITY_SERVER_THUMBPRINT", "3E59")]);
+            assert_eq!(thumbprint_from(&vars).as_deref(), Some("3E59"));
+            assert_eq!(thumbprint_from(&env(&[])), None);
+        }
     }
 }

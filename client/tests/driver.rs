@@ -378,6 +378,39 @@ fn environment_detection_reaches_the_emulator() {
     assert_eq!(client.flavour(), Flavour::Imds);
     let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
     assert!(issued(&e, &e.identities()[0].client_id, ARM, &token));
+    // With `/`s around it, as azure-identity strips them.
+    std::env::set_var(
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        format!("{}//", e.url()),
+    );
+    let client = Client::new().unwrap();
+    let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    assert!(issued(&e, &e.identities()[0].client_id, ARM, &token));
+    // A path in the value is kept and the token path appended to it (the emulator serves
+    // only the bare path: a one-answer server records where the request went).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("http://{}/nmi/", listener.local_addr().unwrap());
+    let seen = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut req = vec![0u8; 8192];
+        let n = s.read(&mut req).unwrap();
+        let body = br#"{"access_token":"t","expires_in":"3600"}"#;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        String::from_utf8_lossy(&req[..n]).into_owned()
+    });
+    std::env::set_var("AZURE_POD_IDENTITY_AUTHORITY_HOST", &host);
+    let client = Client::new().unwrap();
+    let got = client.get_token(&Identity::SYSTEM, &res(ARM));
+    std::env::remove_var("AZURE_POD_IDENTITY_AUTHORITY_HOST");
+    let request = seen.join().unwrap();
+    assert_eq!(got.unwrap().0, b"t");
+    assert!(
+        request.starts_with("GET /nmi/metadata/identity/oauth2/token?"),
+        "{request}"
+    );
 }
 
 #[test]

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imds_cache::{Config, FailureKind, Flavour, Identity, Resource};
-use imds_cache_client::{Client, ClientConfig, Error, OwnedEndpoint, SourceSpec};
+use imds_cache::{ArcError, Config, FailureKind, Flavour, Identity, Resource};
+use imds_cache_client::{ArcKeyError, Client, ClientConfig, Error, OwnedEndpoint, SourceSpec};
 
 const ARM: &str = "https://management.azure.com";
 
@@ -168,41 +168,133 @@ fn arc_key_file_rules() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("good.key"), b"secret-key").unwrap();
     std::fs::write(dir.join("big.key"), vec![b'k'; 4097]).unwrap();
+    std::fs::write(dir.join("empty.key"), b"").unwrap();
     std::fs::write(dir.join("wrong.txt"), b"secret-key").unwrap();
+    std::fs::create_dir_all(dir.join("folder.key")).unwrap();
     std::fs::write(&outside, b"secret-key").unwrap();
     let _ = std::fs::remove_file(dir.join("link.key"));
     std::os::unix::fs::symlink(&outside, dir.join("link.key")).unwrap();
     let d = dir.to_str().unwrap().to_string();
+    let outside = outside.to_str().unwrap().to_string();
+    let dotted = format!(
+        "{d}/../{}",
+        std::path::Path::new(&outside)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    use ArcKeyError as E;
     let cases = [
-        (format!("{d}/good.key"), true),
-        (format!("{d}/big.key"), false),
-        (format!("{d}/wrong.txt"), false),
-        (format!("{d}/link.key"), false),
-        (outside.to_str().unwrap().to_string(), false),
+        (format!("{d}/good.key"), None),
+        (format!("{d}/big.key"), Some(E::TooLarge)),
+        (format!("{d}/missing.key"), Some(E::NotFound)),
         (
-            format!("{d}/../{}", outside.file_name().unwrap().to_str().unwrap()),
-            false,
+            format!("{d}/empty.key"),
+            Some(E::Contents(ArcError::EmptyKey)),
         ),
+        (format!("{d}/folder.key"), Some(E::NotAFile)),
+        (
+            format!("{d}/wrong.txt"),
+            Some(E::Challenge(ArcError::NotAKeyFile)),
+        ),
+        (format!("{d}/link.key"), Some(E::NotAFile)),
+        (outside.clone(), Some(E::OutsideFolder)),
+        (dotted, Some(E::Challenge(ArcError::DotComponent))),
     ];
-    for (realm, accepted) in cases {
+    for (realm, refused) in cases {
         let (url, keys_sent) = arc_server(realm.clone());
         let c = client(Flavour::Arc, url, |c| {
             c.cache = Config::DEFAULT;
             c.cache.arc_key_dir.push_str(&d).unwrap();
         });
         let r = c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap());
-        assert_eq!(r.is_ok(), accepted, "{realm}: {r:?}");
         assert_eq!(
             keys_sent.load(Ordering::SeqCst),
-            usize::from(accepted),
+            usize::from(refused.is_none()),
             "{realm}: key sent only when accepted"
         );
-        if !accepted {
-            assert_eq!(failure_kind(r), Some(FailureKind::BadChallenge), "{realm}");
+        match refused {
+            None => assert!(r.is_ok(), "{realm}: {r:?}"),
+            Some(cause) => {
+                let want = Error::ArcKey {
+                    path: realm.clone(),
+                    cause,
+                };
+                assert_eq!(r.as_ref().err(), Some(&want), "{realm}");
+                assert_eq!(want.code(), "arc_key");
+                // Negative-cached as a bad challenge: the next call asks nobody.
+                let again = c.get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap());
+                assert_eq!(
+                    failure_kind(again),
+                    Some(FailureKind::BadChallenge),
+                    "{realm}"
+                );
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&outside);
+}
+
+#[test]
+fn an_unreadable_arc_key_file_names_the_himds_group() {
+    let dir = std::env::temp_dir().join(format!("imds-cache-arc-perm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("locked.key");
+    std::fs::write(&key, b"secret-key").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads any file whatever its mode: then this test runs again in a child process
+    // as `nobody` (setpriv), where the mode holds.
+    if std::fs::read(&key).is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+        as_nobody("an_unreadable_arc_key_file_names_the_himds_group");
+        return;
+    }
+    let d = dir.to_str().unwrap().to_string();
+    let realm = key.to_str().unwrap().to_string();
+    let (url, keys_sent) = arc_server(realm.clone());
+    let c = client(Flavour::Arc, url, |c| {
+        c.cache = Config::DEFAULT;
+        c.cache.arc_key_dir.push_str(&d).unwrap();
+    });
+    let err = c
+        .get_token(&Identity::SYSTEM, &Resource::new(ARM).unwrap())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("permission denied reading {realm}: is this user in the himds group?")
+    );
+    assert_eq!(keys_sent.load(Ordering::SeqCst), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the test `name` of this binary again as uid and gid 65534 and checks that it passed;
+/// skipped, saying why, where `setpriv` is missing or this binary is out of that user's reach.
+fn as_nobody(name: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let run = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["--exact", name, "--test-threads=1"])
+        .env("TMPDIR", "/tmp")
+        .output();
+    match run {
+        Ok(out) if out.status.success() => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("1 passed"), "{stdout}");
+        }
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("Permission denied") => {
+            eprintln!("skipped as root: user 65534 cannot run {}", exe.display());
+        }
+        Ok(out) => panic!(
+            "as user 65534: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("skipped as root: setpriv is not available ({e})"),
+    }
 }
 
 /// Every control character (C0, DEL) placed in the middle of a valid value.

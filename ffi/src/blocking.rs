@@ -58,8 +58,10 @@ pub struct imds_cache_prefetch_report {
 /// is copied and may be freed at once. The handle is thread-safe: any number of threads may
 /// call it at once (except `imds_cache_free`). Fails with `IMDS_CACHE_RESULT_UNAVAILABLE` in
 /// an AKS workload-identity environment, `IMDS_CACHE_RESULT_INVALID_ENDPOINT` when the
-/// environment's endpoint is incomplete, `IMDS_CACHE_RESULT_UNSUPPORTED` for an HTTPS
-/// endpoint (Service Fabric: use `imds_cache_sansio` with your own TLS).
+/// environment's endpoint is incomplete, `IMDS_CACHE_RESULT_UNSUPPORTED` for an explicit
+/// HTTPS endpoint (the configuration cannot pin its certificate: use `imds_cache_sansio` with
+/// your own TLS). Service Fabric found in the environment is spoken to over TLS, accepting
+/// only the certificate `IDENTITY_SERVER_THUMBPRINT` names.
 ///
 /// # Safety
 /// `config` is NULL or a live configuration; `out_cache` is valid for a write.
@@ -78,7 +80,12 @@ pub unsafe extern "C" fn imds_cache_new(
         };
         let config = settings.client_config();
         if let imds_cache_client::SourceSpec::Explicit(e) = &config.source {
-            e.endpoint().map_err(from_error)?;
+            // The C configuration has no setter for a certificate's thumbprint, and this
+            // library never validates a certificate chain: an explicit HTTPS endpoint is the
+            // sans-IO handle's, with the caller's TLS.
+            if e.endpoint().map_err(from_error)?.tls {
+                return Err(imds_cache_result::Unsupported);
+            }
         }
         let client = Client::with_config(config).map_err(from_error)?;
         let handle = Box::new(imds_cache {

@@ -54,7 +54,8 @@ pub enum imds_cache_result {
     NoChallenge = 102,
     /// The endpoint's request budget has no room for this request yet.
     Throttled = 103,
-    /// The Arc key file's contents are unusable (the ticket has failed).
+    /// The Arc key file is unreadable (permission denied: the `himds` group; not found; too
+    /// large; outside the key folder) or its contents are unusable (the ticket has failed).
     InvalidArcKey = 104,
     /// This endpoint flavour cannot select the identity this way.
     UnsupportedSelector = 105,
@@ -70,13 +71,16 @@ pub enum imds_cache_result {
     Failed = 201,
     /// The deadline passed before a token could be had (retries kept failing or waiting).
     Deadline = 202,
+    /// TLS with the endpoint failed: its certificate is not the one
+    /// `IDENTITY_SERVER_THUMBPRINT` names, or it does not speak TLS.
+    Tls = 203,
     /// A panic was caught at the boundary (a bug: please report it).
     Panic = 900,
 }
 
 impl imds_cache_result {
     /// Every result, for tests and the message table.
-    pub const fn all() -> [imds_cache_result; 26] {
+    pub const fn all() -> [imds_cache_result; 27] {
         use imds_cache_result::*;
         [
             Ok,
@@ -104,6 +108,7 @@ impl imds_cache_result {
             Unavailable,
             Failed,
             Deadline,
+            Tls,
             Panic,
         ]
     }
@@ -135,13 +140,14 @@ impl imds_cache_result {
             StaleTicket => "the ticket is not live (completed, cancelled or lapsed)",
             NoChallenge => "the ticket is not waiting for an Arc key",
             Throttled => "the request budget is spent for now",
-            InvalidArcKey => "the Arc key file is unusable",
+            InvalidArcKey => "the Arc key file is unreadable or unusable",
             UnsupportedSelector => "this endpoint cannot select the identity this way",
             MissingSecret => "the endpoint needs a secret header and none was given",
             RequestFailed => "the request could not be written",
             Unavailable => "no managed-identity endpoint is available here",
             Failed => "the endpoint refused the token request",
             Deadline => "the deadline passed before a token could be had",
+            Tls => "TLS with the endpoint failed (certificate thumbprint mismatch, or no TLS)",
             Panic => "a panic was caught at the C boundary (a bug)",
         }
     }
@@ -165,6 +171,8 @@ pub(crate) fn from_error(e: Error) -> imds_cache_result {
         Error::Request(r) => from_request_error(r),
         Error::Config(_) => R::InvalidConfig,
         Error::Unsupported(_) => R::Unsupported,
+        Error::Tls(_) => R::Tls,
+        Error::ArcKey { .. } => R::InvalidArcKey,
         // A kind of error newer than this mapping: the call failed.
         _ => R::Failed,
     }

@@ -2,7 +2,7 @@
  * The C API from C (and, compiled as C++11, from C++), against running emulators:
  * every function and every result code but PANIC; NULL and zero-length arguments; buffers one
  * byte short; 16 threads on one handle; fork; the sans-IO handle fed one byte at a time over a
- * real socket; Arc's challenge through both handles.
+ * real socket; Arc's challenge through both handles; a TLS refusal.
  *
  * Usage: test_capi IMDS_URL ARC_TOKEN_URL ARC_KEY_DIR FAULTY_URL CLIENT_ID OBJECT_ID RESOURCE_ID
  *   IMDS_URL       an emulator in imds mode (http://127.0.0.1:PORT) with user-assigned identities
@@ -188,7 +188,7 @@ static void test_messages_and_version(void) {
         EXPECT(imds_cache_result_message(code, buf, sizeof buf, &m), IMDS_CACHE_RESULT_OK);
         CHECK(m == n);
     }
-    CHECK(known == 26);
+    CHECK(known == 27);
     EXPECT(imds_cache_result_message(IMDS_CACHE_RESULT_OK, buf, sizeof buf, NULL), IMDS_CACHE_RESULT_NULL_POINTER);
     EXPECT(imds_cache_result_message(IMDS_CACHE_RESULT_OK, NULL, 10, &n), IMDS_CACHE_RESULT_NULL_POINTER);
     EXPECT(imds_cache_failure_message(IMDS_CACHE_FAILURE_GONE, buf, sizeof buf, &n), IMDS_CACHE_RESULT_OK);
@@ -761,6 +761,27 @@ static void test_arc(void) {
     imds_cache_free(full);
 }
 
+/* TLS: Service Fabric from the environment, pointed at a plain-HTTP port with a thumbprint.
+ * The handshake meets plain HTTP: refused, not a request sent in the clear. */
+static void test_tls_refusal(void) {
+    char url[256];
+    imds_cache *h = NULL;
+    imds_cache_identity sys_id;
+    uint8_t buf[64];
+    size_t n = 0;
+    snprintf(url, sizeof url, "https://%s/metadata/identity/oauth2/token", imds_url + strlen("http://"));
+    setenv("IDENTITY_ENDPOINT", url, 1);
+    setenv("IDENTITY_HEADER", "h", 1);
+    setenv("IDENTITY_SERVER_THUMBPRINT", "3E59E0E10C56CFF39C92FFF82DDA8992F10A4A69", 1);
+    EXPECT(imds_cache_new(NULL, &h), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_identity_system(&sys_id), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_get_token(h, &sys_id, STR(ARM), buf, sizeof buf, &n, NULL), IMDS_CACHE_RESULT_TLS);
+    imds_cache_free(h);
+    unsetenv("IDENTITY_ENDPOINT");
+    unsetenv("IDENTITY_HEADER");
+    unsetenv("IDENTITY_SERVER_THUMBPRINT");
+}
+
 int main(int argc, char **argv) {
     uint32_t code;
     int missing = 0;
@@ -791,6 +812,7 @@ int main(int argc, char **argv) {
     test_sansio_fetch();
     test_sansio_states();
     test_arc();
+    test_tls_refusal();
 
     /* Every result code was produced by some call, except PANIC (nothing panics). */
     for (code = 0; code < 1000; code++) {

@@ -2,7 +2,7 @@
 //! gains a value the other does not have.
 
 use imds_cache::{FailureKind, IdentityError, NewError, RequestError, ResourceError, StorageError};
-use imds_cache_client::Error;
+use imds_cache_client::{ArcKeyError, Error, TlsError};
 
 use crate::result::from_error;
 use crate::{imds_cache_failure, imds_cache_result};
@@ -37,6 +37,11 @@ fn every_driver_error_code_has_its_own_result() {
         Error::Request(RequestError::MissingSecret),
         Error::Config(NewError::Storage(StorageError::SlotCount)),
         Error::Unsupported("x"),
+        Error::Tls(TlsError::NotTls),
+        Error::ArcKey {
+            path: "/p.key".into(),
+            cause: ArcKeyError::NotFound,
+        },
     ];
     let codes: Vec<&str> = every.iter().map(Error::code).collect();
     assert_eq!(codes, Error::CODES, "a new driver error needs its C result");
