@@ -56,3 +56,24 @@ fn every_driver_error_code_has_its_own_result() {
         assert_eq!(results.iter().filter(|x| *x == r).count(), 1, "{r:?} twice");
     }
 }
+
+#[test]
+fn the_c_stats_struct_has_every_counter_in_order() {
+    let mut core = imds_cache::Stats::default();
+    let names: Vec<&str> = core.fields().iter().map(|(n, _)| *n).collect();
+    core.hits = 1;
+    core.lease_lapses = 13;
+    let c = crate::imds_cache_stats::from(core);
+    assert_eq!((c.hits, c.lease_lapses), (1, 13));
+    let shown = format!("{c:?}");
+    let fields: Vec<&str> = shown
+        .trim_start_matches("imds_cache_stats { ")
+        .trim_end_matches(" }")
+        .split(", ")
+        .map(|f| f.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        fields, names,
+        "imds_cache_stats mirrors Stats::fields, in order"
+    );
+}
