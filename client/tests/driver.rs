@@ -451,9 +451,7 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
     let ids = user_ids(&e);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut immediate = 0;
-    let threads_before = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let threads_before = client_threads();
     for round in 0..1000 {
         let id = Identity::client_id(&ids[round % 100]).unwrap();
         let tx = tx.clone();
@@ -467,9 +465,7 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
             .unwrap();
         immediate += usize::from(hit.is_some());
     }
-    let threads_during = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let threads_during = client_threads();
     drop(tx);
     let answered: Vec<Vec<u8>> = rx.iter().map(|r| r.unwrap()).collect();
     assert_eq!(answered.len() + immediate, 1000);
@@ -480,7 +476,9 @@ fn waiting_calls_run_on_a_small_pool_and_coalesce() {
     assert_eq!(e.stats().requests, 100, "one request per key");
     assert_eq!(e.stats().sent_429, 0);
     assert!(
-        threads_during <= threads_before + 32,
+        // 1000 calls: a thread per call would be hundreds; the pools and another test's client
+        // running beside this one stay well under 64.
+        threads_during <= threads_before + 64,
         "no thread per call: {threads_before} → {threads_during}"
     );
 }
@@ -623,4 +621,16 @@ fn a_call_past_its_deadline_sends_nothing() {
     // The ticket went back: a call with time left fetches at once.
     client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
     assert_eq!(e.stats().requests, 1);
+}
+
+/// The client's own threads in this process (workers and refreshers, by name): other tests
+/// running at the same time start threads of their own (emulators), which are not counted.
+fn client_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("imds-cache"))
+                .count()
+        })
+        .unwrap_or(0)
 }

@@ -38,9 +38,10 @@ emulator_start() {
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
-    local url
-    url=$(head -n 1 "$out")
-    case "$url" in
+    # Not `url`: a local of that name would hide the caller's variable from `printf -v`.
+    local first
+    first=$(head -n 1 "$out")
+    case "$first" in
         http://127.0.0.1:* | http://localhost:* | "http://[::1]:"* | https://127.0.0.1:*) ;;
         *)
             echo "emulator: $var (imds-emulator $*) did not start; its stderr:" >&2
@@ -49,7 +50,7 @@ emulator_start() {
             return 1
             ;;
     esac
-    printf -v "$var" '%s' "$url"
+    printf -v "$var" '%s' "$first"
 }
 
 # emulator_output VAR: the file that holds the emulator's stdout.
