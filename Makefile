@@ -10,7 +10,7 @@ BARE_METAL := thumbv7em-none-eabihf
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: help help-check test test-steps demo setup venv fmt-check clippy unit bare-metal doc \
+.PHONY: help help-check test test-steps demo demo-progress setup venv fmt-check clippy unit bare-metal doc \
 	benches-compile torture
 
 # The C ABI, Python, fuzzing, Miri and benchmark targets.
@@ -38,10 +38,15 @@ test-steps: setup help-check fmt-check clippy unit bare-metal doc benches-compil
 # Each agent against a fresh emulator with 1000 identities (REAL_LIMITS=1: IMDS's own limits).
 DEMO_AGENTS := rust c python
 ## The main job: the Rust, C and Python agents, each against a fresh bundled IMDS emulator.
-demo: setup c-agent py-install
+demo: setup demo-progress c-agent py-install
+	@echo "== building the emulator and the Rust agent (release)"
 	$(CARGO) build --release --locked -p imds-emulator
 	$(CARGO) build --release --locked -p imds-cache-client --example rust_agent
 	bash tests/demo.sh $(DEMO_AGENTS)
+
+## What `make demo` is about to build (the wheel takes a minute or two on a fresh machine).
+demo-progress:
+	@echo "== make demo: building the C agent, the Python wheel (maturin, release) and the Rust agent"
 
 # `make bench` runs the benches; CI only builds them.
 ## Builds the benches without running them.

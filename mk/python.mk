@@ -9,8 +9,11 @@ AZURITE := python/tests/node_modules/.bin/azurite-blob
 # maturin builds the wheel through pip, from pyproject.toml, into the workspace target dir.
 ## Builds the wheel and installs it into .venv, with what the Python tests need.
 py-install: venv
+	@echo "== installing the Python test dependencies"
 	$(PIP) install --quiet $(PY_TEST_DEPS)
+	@echo "== building the wheel (maturin, release build of the extension) and installing it"
 	$(PIP) install --quiet --force-reinstall --no-deps ./python
+	@echo "== the wheel is installed"
 
 $(AZURITE): python/tests/package.json
 	command -v npm >/dev/null || { echo "npm (Node.js) is required for the Azurite tests"; exit 1; }

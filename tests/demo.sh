@@ -42,4 +42,10 @@ for agent in "${@:-rust}"; do
     *) echo "unknown agent $agent"; status=1 ;;
   esac
 done
+echo
+if [ "$status" = 0 ]; then
+  echo "make demo: all checks passed (agents: ${*:-rust})"
+else
+  echo "make demo: FAILED (see the [FAILED] lines above)"
+fi
 exit $status
