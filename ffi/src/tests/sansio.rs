@@ -976,7 +976,9 @@ fn arc_challenge_through_the_sans_io_handle() {
 /// everywhere is a NULL pointer, never a crash.
 #[test]
 fn memory_without_a_live_handle_is_refused() {
-    let mut zeros = vec![0u64; 64];
+    // As large as a handle's header: the contract is memory a handle could occupy.
+    let words = std::mem::size_of::<imds_cache_sansio>().div_ceil(8);
+    let mut zeros = vec![0u64; words];
     let fake = zeros.as_mut_ptr().cast::<imds_cache_sansio>();
     let mut stats = std::mem::MaybeUninit::uninit();
     let mut next = 0;
