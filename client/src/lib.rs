@@ -2,14 +2,51 @@
 //! detection (D11), a worker pool, a background refresher and fork handling (D12). Rust's
 //! blocking API; the C ABI (`imds-cache-ffi`) and the Python wheel are thin skins over it.
 //!
+//! Blocking, into the caller's buffer (a hit allocates nothing):
+//!
 //! ```no_run
 //! use imds_cache::{Identity, Resource};
 //! let client = imds_cache_client::Client::new()?; // endpoint detected from the environment
 //! let resource = Resource::from_scopes(&["https://vault.azure.net/.default"])?;
 //! let mut buf = [0u8; 16 * 1024];
-//! let (len, expires_on) = client.get_token_into(&Identity::SYSTEM, &resource, &mut buf)?;
+//! let (len, expires_on_s) = client.get_token_into(&Identity::SYSTEM, &resource, &mut buf)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Async, on any executor: the crate starts no runtime; fetches run on the client's worker
+//! threads and wake the task when they end.
+//!
+//! ```no_run
+//! use imds_cache::{Identity, Resource};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = imds_cache_client::Client::new()?;
+//! let resource = Resource::from_scopes(&["https://vault.azure.net/.default"])?;
+//! let token = client.get_token_async(&Identity::SYSTEM, &resource).await?;
+//! println!("{token:?}"); // the length and the expiry, never the token
+//! # Ok(()) }
+//! ```
+//!
+#![cfg_attr(
+    feature = "azure_core",
+    doc = r#"
+As the Azure SDK for Rust's credential (feature `azure_core`), where an SDK client takes an
+`Arc<dyn TokenCredential>`:
+
+```no_run
+use std::sync::Arc;
+use azure_core::credentials::TokenCredential;
+use imds_cache_client::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
+# async fn run() -> azure_core::Result<()> {
+let options = ManagedIdentityCredentialOptions {
+    user_assigned_id: Some(UserAssignedId::ClientId("00000000-0000-0000-0000-000000000001".into())),
+    ..Default::default()
+};
+let credential: Arc<dyn TokenCredential> = ManagedIdentityCredential::new(Some(options))?;
+let token = credential.get_token(&["https://storage.azure.com/.default"], None).await?;
+# let _ = token; Ok(()) }
+```
+"#
+)]
 //!
 //! `now` comes from [`ClientConfig::clock`]: the wall clock ([`now_ms`]) unless a test
 //! injects a fake one.
