@@ -6,7 +6,7 @@
 # The C ABI hit (benches/c_abi_hit.sh: gcc, the static library) and the Python comparison
 # (benches/python_vs_azure_identity.py, with the wheel and azure-identity that `make py-install`
 # puts in .venv; skipped without .venv) are part of the run (see BENCHMARKS.md).
-.PHONY: bench bench-build
+.PHONY: bench bench-build bench-scaling
 
 BENCH_TIME ?= 2
 BENCH_PKG := -p imds-cache-benches
@@ -27,8 +27,15 @@ bench: bench-build
 	IMDS_BENCH_WRITE=1 $(CARGO) test --release --locked $(BENCH_PKG) --test zero_alloc -- --nocapture
 	./target/release/memory
 	./target/release/cold_start $(BENCH_COLD_FLAGS)
+	./target/release/hit_scaling
 	bash benches/c_abi_hit.sh
 	@if [ -x $(PY) ]; then $(PY) benches/python_vs_azure_identity.py; \
 	else echo "python comparison skipped: no $(PY) (make py-install)"; fi
 	@echo; ./target/release/bench_table
 	@echo; echo "HTML reports: target/criterion/report/index.html"
+
+# Rounds of 1 thread then 2 threads, back to back; the last line is the ratio of calls/s.
+## The client hit's scaling from 1 to 2 threads, same key and different keys (a minute).
+bench-scaling:
+	$(CARGO) build --release --locked $(BENCH_PKG) --bin hit_scaling
+	./target/release/hit_scaling

@@ -4,7 +4,10 @@
 //! Every variant walks the same pre-generated sequence of entry indices, drawn uniformly
 //! (not one hot key), so at 16,384 entries (≈ 32 MB of tokens) most hits miss the CPU caches:
 //!
-//! * `ours` — [`TokenCache::lookup`] with a fixed fake clock, copying into a caller buffer.
+//! * `ours` — [`Reader::peek`], the lock-free read the client's hit path takes, with a fixed
+//!   fake clock, copying into a caller buffer.
+//! * `mutex_lookup` — the locked hit it replaced: a `std::sync::Mutex` around the cache,
+//!   locked for [`TokenCache::lookup`] (uncontended: one thread).
 //! * `copy_floor` — the same bytes copied from one buffer per entry into the same caller
 //!   buffer: no lookup at all, the floor any cache pays.
 //! * `rwlock_hashmap` — `std::sync::RwLock<HashMap<(String, String), Token>>`, read lock,
@@ -17,10 +20,10 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use imds_cache::{Lookup, TokenCache};
+use imds_cache::{Lookup, Peek, Reader, TokenCache};
 use imds_cache_benches::{key_of, key_sequence, WarmCache, RESOURCES, T0, TOKEN_LEN};
 
 const SIZES: [usize; 4] = [16, 1_024, 4_096, 16_384];
@@ -50,13 +53,27 @@ fn cache_hit(c: &mut Criterion) {
             .map(|i| key_of(&ids[i / 3], RESOURCES[i % 3]))
             .collect();
         let now = warm.hit_time();
-        let cache = &mut warm.cache;
+        let reader: Reader<_> = warm.cache.reader();
         group.bench_with_input(BenchmarkId::new("ours", n), &n, |b, _| {
             let mut at = 0usize;
             b.iter(|| {
                 let key = &keys[seq[at & (SEQUENCE - 1)] as usize];
                 at += 1;
-                match TokenCache::lookup(cache, black_box(key), now, &mut out) {
+                match reader.peek(black_box(key), now, &mut out) {
+                    Peek::Hit { len, .. } => black_box(len),
+                    other => panic!("expected a hit, got {other:?}"),
+                }
+            })
+        });
+
+        let locked = Mutex::new(&mut warm.cache);
+        group.bench_with_input(BenchmarkId::new("mutex_lookup", n), &n, |b, _| {
+            let mut at = 0usize;
+            b.iter(|| {
+                let key = &keys[seq[at & (SEQUENCE - 1)] as usize];
+                at += 1;
+                let mut cache = locked.lock().unwrap();
+                match TokenCache::lookup(&mut **cache, black_box(key), now, &mut out) {
                     Ok(Lookup::Hit { len, .. }) => black_box(len),
                     other => panic!("expected a hit, got {other:?}"),
                 }

@@ -198,7 +198,10 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "ring probes CPU features with assembly, which Miri cannot run")]
+    #[cfg_attr(
+        miri,
+        ignore = "ring probes CPU features with assembly, which Miri cannot run"
+    )]
     fn the_thumbprint_is_the_sha1_of_the_der() {
         // SHA-1("abc"), FIPS 180's test vector.
         assert_eq!(

@@ -165,14 +165,27 @@ pub(crate) fn load_bytes(words: &[Word], at: usize, out: &mut [u8]) -> bool {
     if end > words.len() * WORD_BYTES {
         return false;
     }
-    let (mut i, mut pos) = (0, at);
-    while i < out.len() {
-        let (w, off) = (pos / WORD_BYTES, pos % WORD_BYTES);
-        let n = (WORD_BYTES - off).min(out.len() - i);
+    // A partial first word, then whole words (fixed-size copies the compiler turns into one
+    // store each, not a `memmove` call per word), then a partial last word.
+    let (mut w, off) = (at / WORD_BYTES, at % WORD_BYTES);
+    let mut rest = out;
+    if off != 0 {
+        let n = (WORD_BYTES - off).min(rest.len());
         let bytes = load(&words[w]).to_le_bytes();
-        out[i..i + n].copy_from_slice(&bytes[off..off + n]);
-        i += n;
-        pos += n;
+        let (head, tail) = rest.split_at_mut(n);
+        head.copy_from_slice(&bytes[off..off + n]);
+        rest = tail;
+        w += 1;
+    }
+    let mut chunks = rest.chunks_exact_mut(WORD_BYTES);
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(&load(&words[w]).to_le_bytes());
+        w += 1;
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let n = tail.len();
+        tail.copy_from_slice(&load(&words[w]).to_le_bytes()[..n]);
     }
     true
 }
@@ -205,5 +218,38 @@ pub(crate) fn zero_bytes(words: &[Word], at: usize, len: usize) {
         store_bytes(words, pos, &ZEROS[..n]);
         done += n;
         pos += n;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Every offset and length within three words, against a plain byte array: the partial
+    /// first word, the whole words and the partial last word all land where they belong.
+    #[test]
+    fn bytes_round_trip_at_every_offset_and_length() {
+        let span = 3 * WORD_BYTES;
+        for at in 0..span {
+            for len in 0..=span - at {
+                let words: [Word; 3] = core::array::from_fn(|_| Word::new(0));
+                let mut expect = [0u8; 3 * 8];
+                let bytes: [u8; 3 * 8] = core::array::from_fn(|i| i as u8 + 1);
+                store_bytes(&words, at, &bytes[..len]);
+                expect[at..at + len].copy_from_slice(&bytes[..len]);
+                let mut all = [0u8; 3 * 8];
+                assert!(load_bytes(&words, 0, &mut all[..span]));
+                assert_eq!(&all[..span], &expect[..span], "store at {at}, {len} bytes");
+                let mut out = [0xAAu8; 3 * 8];
+                assert!(load_bytes(&words, at, &mut out[..len]));
+                assert_eq!(&out[..len], &bytes[..len], "load at {at}, {len} bytes");
+                assert!(out[len..].iter().all(|b| *b == 0xAA), "nothing past {len}");
+            }
+        }
+        let mut one = [0u8; 1];
+        assert!(
+            !load_bytes(&[Word::new(0)], WORD_BYTES, &mut one),
+            "outside"
+        );
     }
 }
