@@ -1,4 +1,4 @@
-"""Our Python credential against azure-identity's, in one run (issue 8, point 3).
+"""Our Python credential against azure-identity's, in one run.
 
 Starts target/release/imds-emulator with throttling off (`--throttle off --identities 1000
 --token-size 1900`), points both libraries at it with AZURE_POD_IDENTITY_AUTHORITY_HOST, and

@@ -1,4 +1,4 @@
-//! The driver end to end against the in-process emulator (issue 5, point 8).
+//! The driver end to end against the in-process emulator.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

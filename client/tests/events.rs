@@ -1,4 +1,4 @@
-//! The client's observer (issue 7, point 5) against the in-process emulator: what each kind
+//! The client's observer against the in-process emulator: what each kind
 //! of call tells it, that hits tell nothing, that no event shows a token, and that a
 //! panicking observer harms nothing.
 

@@ -1,4 +1,4 @@
-//! Security behaviour of the driver (issue 9, point 6) against scripted servers: endless and
+//! Security behaviour of the driver against scripted servers: endless and
 //! huge bodies refused at the bound, a trickle cut at the deadline, Arc's key-file rules
 //! (outside the folder, a symlink out of it, wrong extension, over 4096 bytes), every control
 //! character (C0 and DEL) in resources, scopes, identity selectors, endpoints, secrets and Arc

@@ -1,4 +1,4 @@
-//! Fault torture (issue 9, point 5): 16 threads ask for random keys while the emulator, in its
+//! Fault torture: 16 threads ask for random keys while the emulator, in its
 //! own process, injects random faults. Checked: every call returns within its deadline; every
 //! token returned is one the emulator issued for that exact key and had at least 60 s left;
 //! one request per key at a time; the budget held; memory is flat once warm (RSS from half the

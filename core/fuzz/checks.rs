@@ -209,7 +209,7 @@ fn through_the_cache(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// `cache_ops`: the cache driven by sequences of operations (issue 9). The operation set, the
+// `cache_ops`: the cache driven by sequences of operations. The operation set, the
 // keys and the wire bytes are shared with the model-based test `core/tests/model.rs` (which
 // includes this file); `cache_ops` below is the lighter model the fuzz target checks.
 

@@ -1,4 +1,4 @@
-//! Model-based tests of the token cache (issue 9, point 2): random sequences of lookups,
+//! Model-based tests of the token cache: random sequences of lookups,
 //! responses, transport failures, cancels, invalidations, polls and clock moves (forwards,
 //! far forwards and backwards) run against the real `TokenCache` and against a reference
 //! model — plain `std` maps that encode DESIGN.md D4–D9 — and every answer is compared.
@@ -10,12 +10,15 @@
 //!   or exact when the case draws `jitter_percent: 0`) and the per-key refresh jitter of D8
 //!   (`refresh_on` is known to lie in the D8 window; a hit that does or does not hand out a
 //!   refresh ticket narrows it, and an empty window is a divergence).
+//! * `concurrent_peeks_return_tokens_the_model_held`: the same runs with a second thread
+//!   peeking (lock-free, as the client's callers do) the whole time; each hit must be a token
+//!   the model held for that key between the peek's start and end.
 //! * `eviction_keeps_live_tickets`: a cache of a few slots and a small arena, so that inserts
 //!   and large tokens evict all the time; a lighter model checks that an entry with a live
 //!   ticket is never evicted, that `CacheFull` comes only when every (other) entry has a live
 //!   ticket, that a hit is always the last token stored for that key, and the budget.
 //!
-//! Default run: 1 000 + 256 cases of 1–299 operations (≈ 150 000 + 38 000 operations, plus
+//! Default run: 1 000 + 300 + 256 cases of 1–299 operations (≈ 150 000 + 38 000 operations, plus
 //! the lookups and cancels the `Churn` operations expand to; ≈ 12 s in debug on 2 cores).
 //! Under Miri the case counts are divided by 100 and cases are at most 29 operations long.
 //! `PROPTEST_CASES` overrides both counts. Each test prints what it reached (run with
@@ -32,6 +35,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use imds_cache::{
     CacheError, Config, Done, Failure, FailureKind, Feed, Lookup, OutcomeClass, Peek, SliceStorage,
@@ -1017,6 +1021,119 @@ fn run_model(config: Config, ops: &[Op]) {
     }
 }
 
+/// A token the model held for a key from operation `from` until `until` (exclusive; `None`:
+/// still held at the end).
+struct Held {
+    from: usize,
+    until: Option<usize>,
+    bytes: Vec<u8>,
+    expires_on: u64,
+}
+
+/// A hit of the concurrent reader: the operations completed when it started and when it
+/// ended, so its linearisation point lies between.
+struct SeenHit {
+    k: usize,
+    started_after: usize,
+    ended_after: usize,
+    bytes: Vec<u8>,
+    expires_on: u64,
+}
+
+/// [`run_model`] with a second thread peeking at the same storage the whole time, as the
+/// client's callers do while the writer works. Every hit it gets must be a token the model
+/// held for that key at some point between the peek's start and end (its linearisation
+/// point): never a torn token, another key's, or one the model never stored.
+fn run_model_with_reader(config: Config, ops: &[Op]) {
+    let mut heap = Heap::new(24, 256);
+    let mut run = Run {
+        cache: heap.cache(config.clone()),
+        model: Model::new(config),
+        now: T0,
+        out: vec![0u8; 4096],
+    };
+    let reader = run.cache.reader();
+    let done = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut history: Vec<Vec<Held>> = (0..KEYS).map(|_| Vec::new()).collect();
+    let seen = std::thread::scope(|s| {
+        let peeker = s.spawn(|| {
+            let mut out = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            let mut k = 0;
+            // Bounded, so a writer that stalls cannot make the reader's record grow forever.
+            while !stop.load(Ordering::Acquire) && seen.len() < 100_000 {
+                k = (k + 1) % KEYS;
+                let started_after = done.load(Ordering::Acquire);
+                // Far enough in the future to be "a hit" only for the token's content check;
+                // usability against the run's clock is the single-threaded peek's check.
+                if let Peek::Hit {
+                    len, expires_on, ..
+                } = reader.peek(&key(k), T0, &mut out)
+                {
+                    seen.push(SeenHit {
+                        k: canon(k),
+                        started_after,
+                        ended_after: done.load(Ordering::Acquire),
+                        bytes: out[..len].to_vec(),
+                        expires_on,
+                    });
+                }
+            }
+            seen
+        });
+        for (i, op) in ops.iter().enumerate() {
+            run.step(*op);
+            for (c, held) in history.iter_mut().enumerate() {
+                let now = run.model.entries.get(&c).and_then(|e| e.token.as_ref());
+                let last = held.last_mut().filter(|h| h.until.is_none());
+                let same = match (&last, now) {
+                    (Some(h), Some(t)) => h.bytes == t.bytes && h.expires_on == t.expires_on,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    if let Some(h) = last {
+                        h.until = Some(i + 1);
+                    }
+                    if let Some(t) = now {
+                        held.push(Held {
+                            from: i + 1,
+                            until: None,
+                            bytes: t.bytes.clone(),
+                            expires_on: t.expires_on,
+                        });
+                    }
+                }
+            }
+            done.store(i + 1, Ordering::Release);
+        }
+        stop.store(true, Ordering::Release);
+        peeker.join().expect("the reader thread")
+    });
+    for hit in &seen {
+        cover("concurrent peek: hit");
+        let ok = history[hit.k].iter().any(|h| {
+            // Held at some moment of [started_after, ended_after + 1): the op after
+            // `ended_after` may have been under way when the peek validated.
+            h.from <= hit.ended_after + 1
+                && h.until.is_none_or(|u| u > hit.started_after)
+                && h.bytes == hit.bytes
+                && h.expires_on == hit.expires_on
+        });
+        assert!(
+            ok,
+            "key {}: a concurrent peek between ops {} and {} returned {} bytes (expiry {}) the \
+             model never held then",
+            hit.k,
+            hit.started_after,
+            hit.ended_after,
+            hit.bytes.len(),
+            hit.expires_on
+        );
+    }
+}
+
 fn cases(default: u32) -> u32 {
     let n = std::env::var("PROPTEST_CASES")
         .ok()
@@ -1136,6 +1253,26 @@ fn model_matches_cache() {
 /// with a live ticket is never evicted (its lookups never answer `Fetch`, its ticket is never
 /// refused), that `CacheFull` comes only when every (other) entry has a live ticket, that a hit
 /// is the last token stored for its key, single flight and the budget.
+/// Peeks from another thread during the same runs return only tokens the model held at the
+/// peek's linearisation point. (Miri checks the races themselves in the core's own concurrent
+/// tests; here the point is the answers, over the model's many paths.)
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "a spinning reader thread: the core's concurrent tests cover Miri"
+)]
+fn concurrent_peeks_return_tokens_the_model_held() {
+    let ops = prop::collection::vec(op_strategy(), 1..max_ops());
+    run(300, (config_strategy(), ops), |(config, ops)| {
+        run_model_with_reader(config, &ops)
+    });
+    let hits = COVER.with(|c| c.borrow().get("concurrent peek: hit").copied());
+    assert!(
+        hits.unwrap_or(0) > 0,
+        "the reader never hit: nothing was checked"
+    );
+}
+
 #[test]
 fn eviction_keeps_live_tickets() {
     let total = RefCell::new(checks::ops::Reached::default());

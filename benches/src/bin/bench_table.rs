@@ -194,7 +194,10 @@ fn main() {
                 "| keys | 2 threads ÷ 1 thread, calls/s | p50, 2 threads | p99, 2 threads | p99 ÷ p50 |"
             );
             let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: |");
-            for (name, label) in [("same_key", "same key"), ("different_keys", "different keys")] {
+            for (name, label) in [
+                ("same_key", "same key"),
+                ("different_keys", "different keys"),
+            ] {
                 let r = h[name]["ratio"].as_f64();
                 let p50 = h[name]["p50_ns_2_threads"].as_f64();
                 let p99 = h[name]["p99_ns_2_threads"].as_f64();
