@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use imds_cache_benches::azure::{
     cached_calls, emulator, our_client, ours, point_azure_identity_at, runtime, theirs, SCOPE,
 };
@@ -42,5 +42,10 @@ fn cached(c: &mut Criterion) {
     assert_eq!(e.stats().requests, before, "every measured call was a hit");
 }
 
-criterion_group!(benches, cached);
-criterion_main!(benches);
+// `criterion_group!`/`criterion_main!` spelled out: the macros' `pub fn` has no doc comment,
+// which the workspace's `missing_docs = "deny"` refuses.
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    cached(&mut c);
+    c.final_summary();
+}
