@@ -10,24 +10,27 @@
 
 BENCH_TIME ?= 2
 BENCH_PKG := -p imds-cache-benches
+# The comparison with azure_identity (azure_core 1.x: Rust >= 1.88) is part of the run.
+BENCH_FEATURES := --features azure
 BENCH_COLD_FLAGS := $(if $(filter 1,$(REAL_LIMITS)),--real-limits,)
 
 # The criterion benches, the bins, the emulator binary and the C library
 # (target/release/libimds_cache_ffi.a, as `make capi-lib`).
 ## Builds what `make bench` runs.
 bench-build:
-	$(CARGO) bench --no-run --locked $(BENCH_PKG)
-	$(CARGO) build --release --locked -p imds-emulator $(BENCH_PKG) --bins
+	$(CARGO) bench --no-run --locked $(BENCH_PKG) $(BENCH_FEATURES)
+	$(CARGO) build --release --locked -p imds-emulator $(BENCH_PKG) $(BENCH_FEATURES) --bins
 	$(CARGO) build --release --locked -p imds-cache-ffi
 
 ## Every benchmark of BENCHMARKS.md, then the table of goals (BENCH_TIME=S, REAL_LIMITS=1).
 bench: bench-build
 	@echo "machine: $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $$(date -u +'%Y-%m-%d %H:%M UTC')"
-	$(CARGO) bench --locked $(BENCH_PKG) --benches -- --warm-up-time 0.5 --measurement-time $(BENCH_TIME)
+	$(CARGO) bench --locked $(BENCH_PKG) $(BENCH_FEATURES) --benches -- --warm-up-time 0.5 --measurement-time $(BENCH_TIME)
 	IMDS_BENCH_WRITE=1 $(CARGO) test --release --locked $(BENCH_PKG) --test zero_alloc -- --nocapture
 	./target/release/memory
 	./target/release/cold_start $(BENCH_COLD_FLAGS)
 	./target/release/hit_scaling
+	./target/release/vs_azure_identity
 	bash benches/c_abi_hit.sh
 	@if [ -x $(PY) ]; then $(PY) benches/python_vs_azure_identity.py; \
 	else echo "python comparison skipped: no $(PY) (make py-install)"; fi
