@@ -1,7 +1,6 @@
 //! Cached `get_token` through azure_core's `TokenCredential` (an owned `AccessToken` per call,
 //! as the trait demands): our `ManagedIdentityCredential` against azure_identity's, both warm,
-//! on 1 and 8 tokio tasks (multi-thread runtime, 2 workers). BENCH_AZURE.md has the results;
-//! the bin `vs_azure_identity` measures cold start, memory and scope independence.
+//! on 1 and 8 tokio tasks (multi-thread runtime, 2 workers). BENCHMARKS.md has the results.
 
 use std::time::Instant;
 

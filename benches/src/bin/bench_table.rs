@@ -407,6 +407,30 @@ fn main() {
         verdict(one_each),
     ));
 
+    // Rust: our azure_core credential against azure_identity's.
+    let _ = writeln!(
+        w,
+        "\n### Rust: cached `TokenCredential::get_token` against azure_identity (median per call)\n"
+    );
+    let _ = writeln!(w, "| tasks | ours | azure_identity | theirs ÷ ours |");
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: |");
+    for tasks in [1, 8] {
+        let cred = |who: &str| {
+            median_ns(
+                &criterion,
+                &format!("vs_azure_identity/cached_get_token/{who}/{tasks}_tasks"),
+            )
+        };
+        let (o, t) = (cred("ours"), cred("azure_identity"));
+        let r = ratio(t, o);
+        let _ = writeln!(w, "| {tasks} | {} | {} | {} |", ns(o), ns(t), x(r));
+        targets.push((
+            format!("Rust credential: ≥ 3× azure_identity's cached calls/s ({tasks} tasks)"),
+            x(r),
+            verdict(r.map(|r| r >= 3.0)),
+        ));
+    }
+
     // Python.
     let _ = writeln!(w, "\n### Python: our credential vs azure-identity\n");
     match std::fs::read_to_string(result_path("python_vs_azure_identity").with_extension("md")) {
