@@ -20,7 +20,7 @@
 //!
 //! Default run: 1 000 + 300 + 256 cases of 1–299 operations (≈ 150 000 + 38 000 operations, plus
 //! the lookups and cancels the `Churn` operations expand to; ≈ 12 s in debug on 2 cores).
-//! Under Miri the case counts are divided by 100 and cases are at most 29 operations long.
+//! Under Miri the case counts are divided by 250 and cases are at most 19 operations long.
 //! `PROPTEST_CASES` overrides both counts. Each test prints what it reached (run with
 //! `--nocapture`) and fails if an answer of the cache was never seen, so a model that stopped
 //! checking cannot pass. The seed is random per run, so the weights are set for the rarest answer
@@ -1140,16 +1140,16 @@ fn cases(default: u32) -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
     if cfg!(miri) {
-        (n / 100).max(1)
+        (n / 250).max(1)
     } else {
         n
     }
 }
 
-/// Operations per case: 1–299 (Miri: 1–29, an operation costs ≈ 0.5 s there).
+/// Operations per case: 1–299 (Miri: 1–19, an operation costs ≈ 0.5 s there).
 fn max_ops() -> usize {
     if cfg!(miri) {
-        30
+        20
     } else {
         300
     }
