@@ -5,7 +5,7 @@
 #
 # The core forbids unsafe code, so Miri can find no undefined behaviour in its single-threaded
 # tests (they run natively in `make unit`); what it checks there is the seqlock's atomics under
-# its data race detector, with readers racing the writer, and the model's paths. Its table is
+# its data race detector, with readers racing the writer, and the eviction model. Its table is
 # atomic words, each a tracked location, which made the whole suite take over 15 minutes.
 #
 # The core's test helpers leak their buffers on purpose (`Box::leak`, for `'static` caches);
