@@ -30,6 +30,7 @@ bench: bench-build
 	./target/release/memory
 	./target/release/cold_start $(BENCH_COLD_FLAGS)
 	./target/release/hit_scaling
+	./target/release/vs_azure_identity
 	bash benches/c_abi_hit.sh
 	@if [ -x $(PY) ]; then $(PY) benches/python_vs_azure_identity.py; \
 	else echo "python comparison skipped: no $(PY) (make py-install)"; fi

@@ -31,6 +31,22 @@ pub fn emulator(identities: usize, faults: Vec<FaultRule>) -> Emulator {
 /// Points azure_identity (which reads only the environment) at `e`, and keeps its reqwest
 /// transport off any proxy, so that no byte leaves loopback.
 pub fn point_azure_identity_at(e: &Emulator) {
+    clear_identity_env();
+    for (name, value) in e.env() {
+        std::env::set_var(name, value);
+    }
+}
+
+/// Points azure_identity at an App Service 2019 endpoint `token_url` with `secret` (an
+/// emulator in another process), off any proxy as [`point_azure_identity_at`].
+pub fn point_azure_identity_to(token_url: &str, secret: &str) {
+    clear_identity_env();
+    std::env::set_var("IDENTITY_ENDPOINT", token_url);
+    std::env::set_var("IDENTITY_HEADER", secret);
+}
+
+/// No proxy and no other managed-identity variable; loopback exempt from any proxy.
+fn clear_identity_env() {
     for name in [
         "HTTP_PROXY",
         "http_proxy",
@@ -47,9 +63,6 @@ pub fn point_azure_identity_at(e: &Emulator) {
     }
     std::env::set_var("NO_PROXY", "127.0.0.1,localhost");
     std::env::set_var("no_proxy", "127.0.0.1,localhost");
-    for (name, value) in e.env() {
-        std::env::set_var(name, value);
-    }
 }
 
 /// Our client for `e` (App Service 2019, given explicitly), sized for `capacity` entries of

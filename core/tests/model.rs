@@ -1118,7 +1118,7 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
             // Held at some moment of [started_after, ended_after + 1): the op after
             // `ended_after` may have been under way when the peek validated.
             h.from <= hit.ended_after + 1
-                && h.until.is_none_or(|u| u > hit.started_after)
+                && h.until.map_or(true, |u| u > hit.started_after)
                 && h.bytes == hit.bytes
                 && h.expires_on == hit.expires_on
         });
