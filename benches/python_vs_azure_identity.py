@@ -218,7 +218,7 @@ def worker_rss(lib: str, authority: str) -> Dict[str, Any]:
     if lib == "imds_cache":
         import imds_cache
 
-        cache = imds_cache.TokenCache(rate=125, rate_window=0.25, in_flight=16)
+        cache = imds_cache.TokenCache(rate=125, rate_window_s=0.25, in_flight=16)
     make = credential_factory(lib, cache)
     ids = client_ids(authority)[:RSS_IDENTITIES]
     scopes = [r + "/.default" for r in RESOURCES]

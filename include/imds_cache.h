@@ -707,7 +707,7 @@ typedef struct imds_cache_lookup_answer {
   /**
    * HIT: the token's expiry, Unix epoch seconds.
    */
-  uint64_t expires_on;
+  uint64_t expires_on_s;
   /**
    * PENDING, THROTTLED, FAILED: when to ask again, epoch milliseconds.
    */
@@ -767,7 +767,7 @@ typedef struct imds_cache_outcome {
   /**
    * TOKEN: its expiry, Unix epoch seconds.
    */
-  uint64_t expires_on;
+  uint64_t expires_on_s;
   /**
    * RETRY, FAILED: when a new fetch may start, epoch milliseconds.
    */
@@ -883,7 +883,7 @@ void imds_cache_free(struct imds_cache *cache);
  * same key, until the configured deadline.
  *
  * On success the token (not NUL-terminated) is in `out_buf[0..*out_written]` and its expiry
- * (Unix epoch seconds) in `*out_expires_on` (which may be NULL). If the token is longer than
+ * (Unix epoch seconds) in `*out_expires_on_s` (which may be NULL). If the token is longer than
  * `out_len`, `*out_written` is set to its length and the result is
  * `IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`; `(NULL, 0)` asks for the length (after fetching the
  * token if needed). The copy in `out_buf` is the caller's to wipe (D13). A hit allocates
@@ -893,7 +893,7 @@ void imds_cache_free(struct imds_cache *cache);
  * # Safety
  * `cache` is a live handle; `identity` a valid identity whose bytes are valid; `resource`
  * valid for `resource_len` bytes; `out_buf` valid for `out_len` bytes (or NULL when that is
- * 0); `out_written` valid for a write; `out_expires_on` NULL or valid for a write.
+ * 0); `out_written` valid for a write; `out_expires_on_s` NULL or valid for a write.
  */
 imds_cache_result imds_cache_get_token(const struct imds_cache *cache,
                                        const struct imds_cache_identity *identity,
@@ -902,7 +902,7 @@ imds_cache_result imds_cache_get_token(const struct imds_cache *cache,
                                        uint8_t *out_buf,
                                        size_t out_len,
                                        size_t *out_written,
-                                       uint64_t *out_expires_on);
+                                       uint64_t *out_expires_on_s);
 
 /**
  * Writes the text of the last `imds_cache_get_token` that failed on the calling thread: the

@@ -34,7 +34,7 @@ const SEQUENCE: usize = 1 << 16;
 #[derive(Clone)]
 struct Token {
     token: String,
-    expires_on: u64,
+    expires_on_s: u64,
 }
 
 fn cache_hit(c: &mut Criterion) {
@@ -52,14 +52,14 @@ fn cache_hit(c: &mut Criterion) {
         let keys: Vec<_> = (0..n)
             .map(|i| key_of(&ids[i / 3], RESOURCES[i % 3]))
             .collect();
-        let now = warm.hit_time();
+        let now_ms = warm.hit_time();
         let reader: Reader<_> = warm.cache.reader();
         group.bench_with_input(BenchmarkId::new("ours", n), &n, |b, _| {
             let mut at = 0usize;
             b.iter(|| {
                 let key = &keys[seq[at & (SEQUENCE - 1)] as usize];
                 at += 1;
-                match reader.peek(black_box(key), now, &mut out) {
+                match reader.peek(black_box(key), now_ms, &mut out) {
                     Peek::Hit { len, .. } => black_box(len),
                     other => panic!("expected a hit, got {other:?}"),
                 }
@@ -73,7 +73,7 @@ fn cache_hit(c: &mut Criterion) {
                 let key = &keys[seq[at & (SEQUENCE - 1)] as usize];
                 at += 1;
                 let mut cache = locked.lock().unwrap();
-                match TokenCache::lookup(&mut **cache, black_box(key), now, &mut out) {
+                match TokenCache::lookup(&mut **cache, black_box(key), now_ms, &mut out) {
                     Ok(Lookup::Hit { len, .. }) => black_box(len),
                     other => panic!("expected a hit, got {other:?}"),
                 }
@@ -100,7 +100,7 @@ fn cache_hit(c: &mut Criterion) {
                     k.clone(),
                     Token {
                         token,
-                        expires_on: T0 / 1000 + 86_399,
+                        expires_on_s: T0 / 1000 + 86_399,
                     },
                 )
             })
@@ -113,7 +113,7 @@ fn cache_hit(c: &mut Criterion) {
                 at += 1;
                 let guard = map.read().unwrap();
                 let t = guard.get(black_box(key)).expect("present");
-                let token = (t.token.clone(), t.expires_on);
+                let token = (t.token.clone(), t.expires_on_s);
                 drop(guard);
                 black_box(token)
             })
@@ -127,7 +127,7 @@ fn cache_hit(c: &mut Criterion) {
                 k.clone(),
                 Token {
                     token,
-                    expires_on: T0 / 1000 + 86_399,
+                    expires_on_s: T0 / 1000 + 86_399,
                 },
             );
         }

@@ -163,12 +163,12 @@ pub const SAMPLE_NOW_SECS: u64 = T0 / 1000;
 /// with a 6 KB token.
 pub fn body_samples() -> Vec<BodySample> {
     let id = client_id(7);
-    let now = SAMPLE_NOW_SECS;
+    let now_ms = SAMPLE_NOW_SECS;
     let t = jwt_like(1_580, 1);
     let big = jwt_like(6_144, 2);
-    let imds = imds_body(&t, &id, RESOURCES[0], now);
-    let app = app_service_body(&t, &id, RESOURCES[1], now);
-    let imds6k = imds_body(&big, &id, RESOURCES[2], now);
+    let imds = imds_body(&t, &id, RESOURCES[0], now_ms);
+    let app = app_service_body(&t, &id, RESOURCES[1], now_ms);
+    let imds6k = imds_body(&big, &id, RESOURCES[2], now_ms);
     let sample = |name, kind, flavour, status, body: String, token: Option<&String>| BodySample {
         name,
         kind,
@@ -268,14 +268,14 @@ impl WarmCache {
             let token = jwt_like(token_len, i as u64 + 100);
             let id = &ids[i / 3];
             let key = key_of(id, RESOURCES[i % 3]);
-            let now = Self::fill_time(i);
-            let ticket = match cache.lookup(&key, now, &mut scratch).expect("lookup") {
+            let now_ms = Self::fill_time(i);
+            let ticket = match cache.lookup(&key, now_ms, &mut scratch).expect("lookup") {
                 Lookup::Fetch(ticket) => ticket,
                 other => panic!("entry {i}: expected a fetch, got {other:?}"),
             };
             let body = imds_body(&token, id, RESOURCES[i % 3], T0 / 1000);
             let mut response = http_response(200, body.as_bytes());
-            match cache.feed(ticket, &mut response, now).expect("feed") {
+            match cache.feed(ticket, &mut response, now_ms).expect("feed") {
                 Feed::Done(Done::Token { len, .. }) => assert_eq!(len, token_len),
                 other => panic!("entry {i}: {other:?}"),
             }

@@ -20,7 +20,7 @@ use counting_alloc::allocations;
 #[allow(dead_code)]
 struct TokenResponse {
     access_token: String,
-    expires_on: String,
+    expires_on_s: String,
     #[serde(default)]
     expires_in: Option<String>,
     #[serde(default)]
@@ -55,7 +55,7 @@ fn ours_allocates_nothing_serde_json_does() {
                 }),
                 allocations(|| {
                     let t: TokenResponse = serde_json::from_slice(body).unwrap();
-                    t.expires_on.parse::<u64>().unwrap()
+                    t.expires_on_s.parse::<u64>().unwrap()
                 }),
             ),
             BodyKind::Error => (
@@ -95,11 +95,11 @@ fn ours_allocates_nothing_serde_json_does() {
     }
 
     let mut warm = WarmCache::new(64, imds_cache_benches::TOKEN_LEN);
-    let now = warm.hit_time();
+    let now_ms = warm.hit_time();
     let ids = warm.ids.clone();
     let key = imds_cache_benches::key_of(&ids[3], imds_cache_benches::RESOURCES[1]);
     let hit = allocations(|| {
-        let r = warm.cache.lookup(&key, now, &mut out).unwrap();
+        let r = warm.cache.lookup(&key, now_ms, &mut out).unwrap();
         assert!(matches!(r, Lookup::Hit { .. }), "{r:?}");
     });
     println!("cache hit: ours {hit}");

@@ -182,21 +182,21 @@ impl Client {
         resource: &Resource<'_>,
     ) -> Result<(Vec<u8>, u64), Error> {
         let mut buf = vec![0u8; self.shared.config.cache.max_token_bytes];
-        let (len, expires_on) = self.get_token_into(identity, resource, &mut buf)?;
+        let (len, expires_on_s) = self.get_token_into(identity, resource, &mut buf)?;
         buf.truncate(len);
-        Ok((buf, expires_on))
+        Ok((buf, expires_on_s))
     }
 
     /// When the cached token of `identity` and `resource` is due for refresh (epoch seconds),
     /// if a usable one is held: a caller keeping its own copy may reuse it until then.
-    pub fn refresh_on(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> Option<u64> {
+    pub fn refresh_on_s(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> Option<u64> {
         let key = self.key(identity, resource);
-        let now = self.shared.now();
+        let now_ms = self.shared.now_ms();
         self.shared
             .state
             .lock()
             .cache
-            .refresh_on(&key, now)
+            .refresh_on_ms(&key, now_ms)
             .map(|ms| ms / 1000)
     }
 
@@ -204,8 +204,8 @@ impl Client {
     /// challenge): the next call fetches a new one.
     pub fn invalidate(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> bool {
         let key = self.key(identity, resource);
-        let now = self.shared.now();
-        self.shared.state.lock().cache.invalidate(&key, now)
+        let now_ms = self.shared.now_ms();
+        self.shared.state.lock().cache.invalidate(&key, now_ms)
     }
 
     /// Warms every (identity, resource) pair within the budget; returns when all are done or

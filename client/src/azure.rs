@@ -123,13 +123,13 @@ fn access_token(token: Token) -> azure_core::Result<AccessToken> {
     let text = token.as_str().ok_or_else(|| {
         azure_core::Error::with_message(ErrorKind::DataConversion, "the token is not UTF-8")
     })?;
-    let expires_on = i64::try_from(token.expires_on())
+    let expires_on_s = i64::try_from(token.expires_on_s())
         .ok()
         .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
         .ok_or_else(|| {
             azure_core::Error::with_message(ErrorKind::DataConversion, "expires_on out of range")
         })?;
-    Ok(AccessToken::new(Secret::new(text.to_owned()), expires_on))
+    Ok(AccessToken::new(Secret::new(text.to_owned()), expires_on_s))
 }
 
 #[async_trait]

@@ -1,4 +1,4 @@
-//! Where the client reads `now` from (D1): the wall clock, or a clock a test injects so that
+//! Where the client reads `now_ms` from (D1): the wall clock, or a clock a test injects so that
 //! the driver runs on fake time.
 
 use std::fmt;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The wall clock in milliseconds since the Unix epoch (D1), 0 if it reads before 1970: the
-/// default [`Clock`], and the `now` the C ABI and the Python wheel read.
+/// default [`Clock`], and the `now_ms` the C ABI and the Python wheel read.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -14,10 +14,10 @@ pub fn now_ms() -> u64 {
 }
 
 /// The clock of [`ClientConfig::clock`](crate::ClientConfig::clock): what the client passes
-/// the core as `now` (token expiry, refresh times, backoff, the budget's window). The default
+/// the core as `now_ms` (token expiry, refresh times, backoff, the budget's window). The default
 /// is the wall clock ([`now_ms`]).
 ///
-/// Only `now` comes from it: the deadline of a blocking call and the per-attempt timeouts
+/// Only `now_ms` comes from it: the deadline of a blocking call and the per-attempt timeouts
 /// are real time limits on sockets and waits, measured on the monotonic clock. A waiter
 /// sleeps (in real time) until the clock says its retry is due, so a clock that stands still
 /// suits calls that never wait for a retry.
@@ -39,7 +39,7 @@ impl Clock {
         Self(Source::Wall)
     }
 
-    /// A clock reading `now` (epoch milliseconds) from `f`, which must not panic. The core
+    /// A clock reading `now_ms` (epoch milliseconds) from `f`, which must not panic. The core
     /// clamps what it reads to be non-decreasing.
     pub fn new(f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         Self(Source::Custom(Arc::new(f)))

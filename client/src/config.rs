@@ -34,7 +34,7 @@ pub struct ClientConfig {
     pub refresher: bool,
     /// Told of requests, outcomes, throttling and refreshes (for logs); `None` costs nothing.
     pub events: Option<Observer>,
-    /// Where `now` comes from: the wall clock unless a test injects a fake one.
+    /// Where `now_ms` comes from: the wall clock unless a test injects a fake one.
     pub clock: Clock,
 }
 

@@ -42,8 +42,8 @@ impl fmt::Debug for Observer {
     }
 }
 
-/// Something the client did. Times are epoch seconds (`expires_on`, like
-/// [`Client::get_token`](crate::Client::get_token)) or epoch milliseconds (`retry_at`, like
+/// Something the client did. Times are epoch seconds (`expires_on_s`, like
+/// [`Client::get_token`](crate::Client::get_token)) or epoch milliseconds (`retry_at_ms`, like
 /// the core).
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -64,7 +64,7 @@ pub enum Event<'a> {
         /// The key fetched.
         key: Key<'a>,
         /// The token's expiry, epoch seconds.
-        expires_on: u64,
+        expires_on_s: u64,
         /// A still-usable token was renewed.
         refresh: bool,
     },
@@ -75,7 +75,7 @@ pub enum Event<'a> {
         /// What failed (its kind and HTTP status, 0 without a response).
         failure: Failure,
         /// When a new request may start, epoch milliseconds.
-        retry_at: u64,
+        retry_at_ms: u64,
         /// A still-usable token was being renewed (it is kept).
         refresh: bool,
     },
@@ -94,7 +94,7 @@ pub enum Event<'a> {
         /// The key waited for.
         key: Key<'a>,
         /// When the budget frees up at the latest, epoch milliseconds.
-        retry_at: u64,
+        retry_at_ms: u64,
     },
     /// The background refresher starts renewing `key`'s token ([`Event::Request`] follows).
     Refresh {

@@ -99,11 +99,11 @@ impl Shared {
         // D13: the request carries the secret header (and Arc's key in the second leg), the
         // response the token; both are wiped when they go, on every path out.
         let mut request = Wiped::new(8192, BufferKind::Request);
-        let first = self
-            .state
-            .lock()
-            .cache
-            .request_at(ticket, &endpoint, self.now(), &mut request);
+        let first =
+            self.state
+                .lock()
+                .cache
+                .request_at(ticket, &endpoint, self.now_ms(), &mut request);
         let mut to = match first {
             Ok(d) => d,
             Err(e) => return Err(self.abandon(ticket, Error::Request(request_error(e)))),
@@ -122,7 +122,7 @@ impl Shared {
                 Ok(c) => c,
                 Err(OpenError::Transport(t)) => {
                     // The guard goes with the statement: settled without the lock.
-                    let done = self.state.lock().cache.fail(ticket, t, self.now());
+                    let done = self.state.lock().cache.fail(ticket, t, self.now_ms());
                     return Ok(self.settle(done, told));
                 }
                 Err(OpenError::Tls(refused)) => {
@@ -132,7 +132,7 @@ impl Shared {
                         .state
                         .lock()
                         .cache
-                        .fail(ticket, Transport::Reset, self.now());
+                        .fail(ticket, Transport::Reset, self.now_ms());
                     return Err(Error::Tls(refused));
                 }
             };
@@ -148,13 +148,13 @@ impl Shared {
                     _ => Ok(0),
                 };
                 let mut state = self.state.lock();
-                let now = self.now();
+                let now_ms = self.now_ms();
                 let done = match read {
-                    Err(t) => state.cache.fail(ticket, t, now),
-                    Ok(0) => state.cache.eof(ticket, &mut received[..len], now),
+                    Err(t) => state.cache.fail(ticket, t, now_ms),
+                    Ok(0) => state.cache.eof(ticket, &mut received[..len], now_ms),
                     Ok(n) => {
                         len += n;
-                        match state.cache.feed(ticket, &mut received[..len], now) {
+                        match state.cache.feed(ticket, &mut received[..len], now_ms) {
                             Ok(Feed::NeedMore) => continue,
                             Ok(Feed::Done(done)) => Ok(done),
                             Err(e) => Err(e),
@@ -277,19 +277,21 @@ impl Shared {
         key: &[u8],
         request: &mut [u8],
     ) -> Result<imds_cache::RequestDescriptor<'e>, Option<ArcError>> {
-        let next =
-            self.state
-                .lock()
-                .cache
-                .complete_challenge(ticket, endpoint, key, self.now(), request);
+        let next = self.state.lock().cache.complete_challenge(
+            ticket,
+            endpoint,
+            key,
+            self.now_ms(),
+            request,
+        );
         let next = match next {
-            Err(CacheError::Throttled { retry_at }) => {
-                std::thread::sleep(self.until(retry_at));
+            Err(CacheError::Throttled { retry_at_ms }) => {
+                std::thread::sleep(self.until(retry_at_ms));
                 self.state.lock().cache.complete_challenge(
                     ticket,
                     endpoint,
                     key,
-                    self.now(),
+                    self.now_ms(),
                     request,
                 )
             }
@@ -324,17 +326,19 @@ impl Shared {
         if let (Some(key), Ok(done)) = (told.key, &done) {
             let (key, refresh) = (*key, told.refresh);
             let event = match *done {
-                Done::Token { expires_on, .. } => Some(Event::Token {
+                Done::Token { expires_on_ms, .. } => Some(Event::Token {
                     key,
-                    expires_on: expires_on / 1000,
+                    expires_on_s: expires_on_ms / 1000,
                     refresh,
                 }),
                 Done::Retry {
-                    failure, retry_at, ..
+                    failure,
+                    retry_at_ms,
+                    ..
                 } => Some(Event::Retry {
                     key,
                     failure,
-                    retry_at,
+                    retry_at_ms,
                     refresh,
                 }),
                 Done::Failed { failure, .. } => Some(Event::Failed {

@@ -105,11 +105,9 @@ impl Notifier {
         let mut notifier = Notifier(Some(slot));
         Box::new(move |result| {
             if let Some(slot) = notifier.0.take() {
-                slot.complete(
-                    result.map(|(token, expires_on)| {
-                        Token::new(token.into_boxed_slice(), expires_on)
-                    }),
-                );
+                slot.complete(result.map(|(token, expires_on_s)| {
+                    Token::new(token.into_boxed_slice(), expires_on_s)
+                }));
             }
         })
     }
@@ -142,8 +140,8 @@ fn hit(shared: &Shared, key: &Key<'_>) -> Option<Token> {
         if buf.len() < shared.config.cache.max_token_bytes {
             buf.resize(shared.config.cache.max_token_bytes, 0);
         }
-        let (len, expires_on) = shared.peek(key, shared.now(), &mut buf)?;
-        let token = Token::new(Box::from(&buf[..len]), expires_on);
+        let (len, expires_on_s) = shared.peek(key, shared.now_ms(), &mut buf)?;
+        let token = Token::new(Box::from(&buf[..len]), expires_on_s);
         buf[..len].zeroize();
         Some(token)
     })
@@ -158,8 +156,8 @@ fn start(shared: &Arc<Shared>, key: &Key<'_>, slot: &Arc<Slot>) -> Poll<Result<T
             buf.resize(shared.config.cache.max_token_bytes, 0);
         }
         match shared.start(key, &mut buf, deadline, reply) {
-            Ok(Some((len, expires_on))) => {
-                let token = Token::new(Box::from(&buf[..len]), expires_on);
+            Ok(Some((len, expires_on_s))) => {
+                let token = Token::new(Box::from(&buf[..len]), expires_on_s);
                 buf[..len].zeroize();
                 Poll::Ready(Ok(token))
             }
@@ -303,7 +301,7 @@ mod tests {
         );
         match slot.poll(&waker_a) {
             Poll::Ready(Ok(t)) => {
-                assert_eq!((t.secret(), t.expires_on()), (&b"tok"[..], 1_900_000_000))
+                assert_eq!((t.secret(), t.expires_on_s()), (&b"tok"[..], 1_900_000_000))
             }
             _ => panic!("the token must arrive"),
         }

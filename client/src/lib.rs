@@ -48,7 +48,7 @@ let token = credential.get_token(&["https://storage.azure.com/.default"], None).
 "#
 )]
 //!
-//! `now` comes from [`ClientConfig::clock`]: the wall clock ([`now_ms`]) unless a test
+//! `now_ms` comes from [`ClientConfig::clock`]: the wall clock ([`now_ms`]) unless a test
 //! injects a fake one.
 
 mod api;

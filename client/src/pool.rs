@@ -110,25 +110,25 @@ impl Shared {
         deadline: Instant,
         reply: Reply,
     ) -> Result<Option<(usize, u64)>, Error> {
-        if let Some(hit) = self.peek(key, self.now(), out) {
+        if let Some(hit) = self.peek(key, self.now_ms(), out) {
             return Ok(Some(hit));
         }
         let mut state = self.state.lock();
         let ticket = match state
             .cache
-            .lookup(key, self.now(), out)
+            .lookup(key, self.now_ms(), out)
             .map_err(|_| Error::CacheFull)?
         {
             Lookup::Hit {
                 len,
-                expires_on,
+                expires_on_ms,
                 refresh,
             } => {
                 if let Some(ticket) = refresh {
                     state.queue.push_back(ticket);
                     self.refresher.notify_one();
                 }
-                return Ok(Some((len, expires_on / 1000)));
+                return Ok(Some((len, expires_on_ms / 1000)));
             }
             Lookup::BufferTooSmall { needed } => return Err(Error::BufferTooSmall { needed }),
             Lookup::Failed { error, .. } if error.kind.class() != OutcomeClass::Retry => {
@@ -200,8 +200,8 @@ fn worker(weak: Weak<Shared>, which: usize) {
         };
         buf.resize(shared.config.cache.max_token_bytes, 0);
         match run_job(&shared, &job, &mut buf) {
-            Ok((len, expires_on)) => {
-                job.reply.send(Ok((&buf[..len], expires_on)));
+            Ok((len, expires_on_s)) => {
+                job.reply.send(Ok((&buf[..len], expires_on_s)));
                 // The worker's buffer is the driver's own: its copy is wiped here (D13).
                 buf[..len].zeroize();
             }

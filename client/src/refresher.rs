@@ -45,7 +45,7 @@ fn refresher(weak: Weak<Shared>) {
             }
             match state.queue.pop_front() {
                 Some(t) => Some(t),
-                None => match state.cache.poll_refresh(shared.now()) {
+                None => match state.cache.poll_refresh(shared.now_ms()) {
                     Ok(t) => Some(t),
                     Err(next) => {
                         let wake = next

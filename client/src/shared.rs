@@ -102,15 +102,15 @@ impl Shared {
     /// The lock-free hit: `Some` when the table holds a usable token for `key` and no
     /// refresh is due on it (the one caller told a refresh is due goes on to the locked path,
     /// which hands the refresh ticket out); `None` otherwise.
-    pub(crate) fn peek(&self, key: &Key<'_>, now: u64, out: &mut [u8]) -> Option<(usize, u64)> {
-        match self.reader.peek(key, now, out) {
+    pub(crate) fn peek(&self, key: &Key<'_>, now_ms: u64, out: &mut [u8]) -> Option<(usize, u64)> {
+        match self.reader.peek(key, now_ms, out) {
             Peek::Hit {
                 len,
-                expires_on,
+                expires_on_ms,
                 refresh_due: false,
             } => {
                 self.peek_hits.add_one();
-                Some((len, expires_on / 1000))
+                Some((len, expires_on_ms / 1000))
             }
             _ => None,
         }
@@ -123,14 +123,14 @@ impl Shared {
         stats
     }
 
-    /// `now` for the core (D1), from the configured clock.
-    pub(crate) fn now(&self) -> u64 {
+    /// `now_ms` for the core (D1), from the configured clock.
+    pub(crate) fn now_ms(&self) -> u64 {
         self.config.clock.now_ms()
     }
 
     /// Real time from now until `at` (epoch ms, on the configured clock).
     pub(crate) fn until(&self, at: u64) -> Duration {
-        Duration::from_millis(at.saturating_sub(self.now()))
+        Duration::from_millis(at.saturating_sub(self.now_ms()))
     }
 
     /// Tells the observer, if any. Callers hold no lock (the observer may take the GIL); a
@@ -156,8 +156,8 @@ impl Shared {
         let deadline_error = |last: Option<(Failure, ErrorDetail)>| Error::Deadline {
             last: last.map(|l| l.0),
         };
-        let now = shared.now();
-        if let Some(hit) = shared.peek(key, now, out) {
+        let now_ms = shared.now_ms();
+        if let Some(hit) = shared.peek(key, now_ms, out) {
             return Ok(hit);
         }
         loop {
@@ -165,12 +165,12 @@ impl Shared {
             // The only error a lookup has is CacheFull.
             let answer = state
                 .cache
-                .lookup(key, shared.now(), out)
+                .lookup(key, shared.now_ms(), out)
                 .map_err(|_| Error::CacheFull)?;
             let wait_until = match answer {
                 Lookup::Hit {
                     len,
-                    expires_on,
+                    expires_on_ms,
                     refresh,
                 } => {
                     if let Some(ticket) = refresh {
@@ -185,7 +185,7 @@ impl Shared {
                             let _ = shared.fetch(ticket, Some(key), Some(deadline), 1, true);
                         }
                     }
-                    return Ok((len, expires_on / 1000));
+                    return Ok((len, expires_on_ms / 1000));
                 }
                 Lookup::BufferTooSmall { needed } => return Err(Error::BufferTooSmall { needed }),
                 Lookup::Fetch(ticket) => {
@@ -204,17 +204,17 @@ impl Shared {
                         .or(last);
                     continue;
                 }
-                Lookup::Pending { retry_at } => {
+                Lookup::Pending { retry_at_ms } => {
                     let deadline = deadline.instant();
                     if Instant::now() >= deadline {
                         return Err(deadline_error(last));
                     }
-                    let wake = (Instant::now() + shared.until(retry_at)).min(deadline);
+                    let wake = (Instant::now() + shared.until(retry_at_ms)).min(deadline);
                     shared.stripes[stripe(key)].wait_until(&mut state, wake);
                     continue;
                 }
-                Lookup::Throttled { retry_at } => {
-                    // The budget frees up at `retry_at` at the latest (the in-flight cap's
+                Lookup::Throttled { retry_at_ms } => {
+                    // The budget frees up at `retry_at_ms` at the latest (the in-flight cap's
                     // answer is a lease end), usually sooner: wait for a completion.
                     let deadline = deadline.instant();
                     if Instant::now() >= deadline {
@@ -227,15 +227,15 @@ impl Shared {
                         drop(state);
                         shared.emit(&Event::Throttled {
                             key: *key,
-                            retry_at,
+                            retry_at_ms,
                         });
                         continue;
                     }
-                    let wake = (Instant::now() + shared.until(retry_at)).min(deadline);
+                    let wake = (Instant::now() + shared.until(retry_at_ms)).min(deadline);
                     shared.completions.wait_until(&mut state, wake);
                     continue;
                 }
-                Lookup::Failed { error, retry_at } => {
+                Lookup::Failed { error, retry_at_ms } => {
                     let detail = last
                         .take()
                         .filter(|(f, _)| *f == error)
@@ -250,7 +250,7 @@ impl Shared {
                         }
                         OutcomeClass::Retry => {
                             last = Some((error, detail));
-                            retry_at
+                            retry_at_ms
                         }
                     }
                 }

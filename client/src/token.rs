@@ -10,13 +10,16 @@ use zeroize::Zeroize;
 /// it ([`as_str`](Self::as_str) into a `String`, a header) is the caller's to wipe.
 pub struct Token {
     secret: Box<[u8]>,
-    expires_on: u64,
+    expires_on_s: u64,
 }
 
 impl Token {
     /// A token holding `secret` (exactly its bytes: no spare capacity left unwiped).
-    pub(crate) fn new(secret: Box<[u8]>, expires_on: u64) -> Self {
-        Self { secret, expires_on }
+    pub(crate) fn new(secret: Box<[u8]>, expires_on_s: u64) -> Self {
+        Self {
+            secret,
+            expires_on_s,
+        }
     }
 
     /// The token's bytes (a JWT: ASCII).
@@ -31,8 +34,8 @@ impl Token {
     }
 
     /// When the token expires, in epoch seconds (D1).
-    pub fn expires_on(&self) -> u64 {
-        self.expires_on
+    pub fn expires_on_s(&self) -> u64 {
+        self.expires_on_s
     }
 }
 
@@ -41,7 +44,7 @@ impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Token")
             .field("len", &self.secret.len())
-            .field("expires_on", &self.expires_on)
+            .field("expires_on_s", &self.expires_on_s)
             .finish()
     }
 }
@@ -60,10 +63,10 @@ mod tests {
     fn debug_shows_no_secret() {
         let token = Token::new(Box::from(&b"eyJ0eXAi.secret-part"[..]), 1_900_000_000);
         let shown = format!("{token:?}");
-        assert_eq!(shown, "Token { len: 20, expires_on: 1900000000 }");
+        assert_eq!(shown, "Token { len: 20, expires_on_s: 1900000000 }");
         assert_eq!(token.as_str(), Some("eyJ0eXAi.secret-part"));
         assert_eq!(token.secret(), b"eyJ0eXAi.secret-part");
-        assert_eq!(token.expires_on(), 1_900_000_000);
+        assert_eq!(token.expires_on_s(), 1_900_000_000);
     }
 
     #[test]

@@ -21,14 +21,14 @@ fn issued(e: &Emulator, client_id: &str, resource: &str, token: &[u8]) -> bool {
 /// The system identity's ARM token and expiry, checked to be one the emulator issued; `case`
 /// names the case in a failure.
 fn system_token(e: &Emulator, client: &Client, case: &dyn std::fmt::Debug) -> (Vec<u8>, u64) {
-    let (token, expires_on) = client
+    let (token, expires_on_s) = client
         .get_token(&Identity::SYSTEM, &res(ARM))
         .unwrap_or_else(|err| panic!("{case:?}: {err}"));
     assert!(
         issued(e, &e.identities()[0].client_id, ARM, &token),
         "{case:?}"
     );
-    (token, expires_on)
+    (token, expires_on_s)
 }
 
 /// The client ids of the emulator's user-assigned identities (all but the system one).
@@ -60,14 +60,14 @@ fn every_flavour_of_the_emulator() {
     ] {
         let e = emulator(mode, 2, |_| {});
         let client = client_for(&e, |_| {});
-        let (token, expires_on) = system_token(&e, &client, &mode);
+        let (token, expires_on_s) = system_token(&e, &client, &mode);
         let exp = e
             .tokens()
             .iter()
             .find(|t| t.token.as_bytes() == token)
             .unwrap()
             .exp;
-        assert_eq!(expires_on, exp, "{mode:?}");
+        assert_eq!(expires_on_s, exp, "{mode:?}");
         if matches!(
             mode,
             Mode::Imds | Mode::AppService2019 | Mode::Msi2017 | Mode::VmExt

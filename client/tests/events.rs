@@ -60,10 +60,12 @@ impl Log {
                 },
                 Event::Token { refresh, .. } => Seen::Token { refresh },
                 Event::Retry {
-                    failure, retry_at, ..
+                    failure,
+                    retry_at_ms,
+                    ..
                 } => Seen::Retry {
                     status: failure.status,
-                    future: retry_at > now_ms().saturating_sub(1000),
+                    future: retry_at_ms > now_ms().saturating_sub(1000),
                 },
                 Event::Failed { failure, .. } => Seen::Failed { kind: failure.kind },
                 Event::Throttled { .. } => Seen::Throttled,

@@ -210,10 +210,10 @@ fn sixteen_threads_under_random_faults() {
                         slowest = slowest.max(took);
                         calls += 1;
                         match got {
-                            Ok((len, expires_on)) => {
+                            Ok((len, expires_on_s)) => {
                                 ok += 1;
                                 assert!(
-                                    expires_on >= now_secs() + 60,
+                                    expires_on_s >= now_secs() + 60,
                                     "a token with under 60 s left"
                                 );
                                 seen.entry((i, r)).or_default().insert(digest(&buf[..len]));

@@ -54,13 +54,13 @@ fn main() -> Result<(), String> {
     let mut out = vec![0u8; 16 * 1024];
     let started = Instant::now();
     for key in &keys {
-        let (len, expires_on) = get_token(&mut cache, key, &endpoint, &mut out)?;
+        let (len, expires_on_ms) = get_token(&mut cache, key, &endpoint, &mut out)?;
         println!(
             "fetched {:<40} {:<30} token {} bytes, expires in {} s",
             describe(&key.identity),
             key.resource.as_str(),
             len,
-            expires_on.saturating_sub(now_ms()) / 1000
+            expires_on_ms.saturating_sub(now_ms()) / 1000
         );
     }
     let cold = started.elapsed();

@@ -12,7 +12,7 @@ use imds_cache::{
 };
 
 /// The request time the bodies are anchored to (epoch seconds).
-pub(crate) const REQUEST_TIME: u64 = 1_700_000_000;
+pub(crate) const REQUEST_AT_S: u64 = 1_700_000_000;
 /// The longest response framed: `max_token_bytes` (16 KiB) plus the cache's 4 KiB slack.
 pub(crate) const MAX_RESPONSE: usize = 20 * 1024;
 /// The largest token accepted by `classify`.
@@ -24,7 +24,7 @@ pub(crate) fn token_body(data: &[u8]) {
     let detail = ErrorBody::parse(data).detail();
     assert!(detail.code.len() <= imds_cache::MAX_CODE_LEN);
     assert!(detail.description.len() <= imds_cache::MAX_DESCRIPTION_LEN);
-    for request_time in [REQUEST_TIME, 0, u64::MAX] {
+    for request_time in [REQUEST_AT_S, 0, u64::MAX] {
         if let Ok(body) = parse_token_body(data, request_time) {
             token_written(&body);
         }
@@ -140,7 +140,7 @@ fn prefixes_are_incomplete(data: &[u8], full: &Framed) {
 
 fn classify_all(r: &Response<'_>) {
     for flavour in Flavour::ALL {
-        match classify(flavour, r, REQUEST_TIME, MAX_TOKEN_BYTES) {
+        match classify(flavour, r, REQUEST_AT_S, MAX_TOKEN_BYTES) {
             Classified::Token(t) => {
                 assert!(
                     (200..300).contains(&r.status),
@@ -174,17 +174,17 @@ fn through_the_cache(data: &[u8]) {
         identity: Identity::client_id(CLIENT_ID).expect("valid client id"),
         resource: Resource::new("https://management.azure.com").expect("valid resource"),
     };
-    let now = REQUEST_TIME * 1000;
-    let Ok(Lookup::Fetch(ticket)) = cache.lookup(&key, now, &mut []) else {
+    let now_ms = REQUEST_AT_S * 1000;
+    let Ok(Lookup::Fetch(ticket)) = cache.lookup(&key, now_ms, &mut []) else {
         panic!("an empty cache must hand out a ticket");
     };
     let mut buf = data.to_vec();
-    let stored = match cache.feed(ticket, &mut buf, now) {
+    let stored = match cache.feed(ticket, &mut buf, now_ms) {
         Ok(Feed::Done(Done::Token { len, .. })) => Some(len),
         Ok(Feed::Done(_)) | Err(_) => None,
         Ok(Feed::NeedMore) => {
             let mut buf = data.to_vec();
-            match cache.eof(ticket, &mut buf, now) {
+            match cache.eof(ticket, &mut buf, now_ms) {
                 Ok(Done::Token { len, .. }) => Some(len),
                 _ => None,
             }
@@ -196,13 +196,13 @@ fn through_the_cache(data: &[u8]) {
     let Ok(Parsed::Done(r)) = parse_response(&mut buf, true, MAX_RESPONSE) else {
         panic!("the cache stored a token from a response parse_response refuses");
     };
-    let Classified::Token(t) = classify(Flavour::Imds, &r, REQUEST_TIME, MAX_TOKEN_BYTES) else {
+    let Classified::Token(t) = classify(Flavour::Imds, &r, REQUEST_AT_S, MAX_TOKEN_BYTES) else {
         panic!("the cache stored a token classify does not see");
     };
     let token = token_written(&t);
     assert_eq!(len, token.len());
     let mut out = vec![0u8; MAX_TOKEN_BYTES];
-    match cache.lookup(&key, now + 1, &mut out) {
+    match cache.lookup(&key, now_ms + 1, &mut out) {
         Ok(Lookup::Hit { len: hit, .. }) => assert_eq!(&out[..hit], &token[..]),
         other => panic!("a stored token is not a hit: {other:?}"),
     }
@@ -337,14 +337,14 @@ pub(crate) mod ops {
     }
 
     /// D9's rate, as both models count it: `Err(retry_at)` when `rate` of `starts` are inside
-    /// the window (widened by the margin) at `now`. Starts count by their times (a restamp
+    /// the window (widened by the margin) at `now_ms`. Starts count by their times (a restamp
     /// moves one later than those after it).
-    pub(crate) fn rate_check(config: &Config, starts: &[u64], now: u64) -> Result<(), u64> {
+    pub(crate) fn rate_check(config: &Config, starts: &[u64], now_ms: u64) -> Result<(), u64> {
         let span = config.rate_window_ms + config.rate_margin_ms;
         let mut live: Vec<u64> = starts
             .iter()
             .copied()
-            .filter(|&at| at + span > now)
+            .filter(|&at| at + span > now_ms)
             .collect();
         live.sort_unstable();
         let rate = config.rate as usize;
@@ -549,7 +549,7 @@ pub(crate) mod ops {
     #[derive(Clone, Copy)]
     struct Live {
         ticket: Ticket,
-        lease_until: u64,
+        lease_until_ms: u64,
         /// Its entry in `starts`.
         start: usize,
     }
@@ -560,7 +560,7 @@ pub(crate) mod ops {
         capacity: usize,
         config: Config,
         /// The core's clock (D1) and the driver's.
-        now: u64,
+        now_ms: u64,
         driver: u64,
         live: HashMap<usize, Live>,
         last_ticket: HashMap<usize, Ticket>,
@@ -580,16 +580,16 @@ pub(crate) mod ops {
 
     impl Light<'_> {
         fn clock(&mut self) -> u64 {
-            self.now = self.now.max(self.driver);
+            self.now_ms = self.now_ms.max(self.driver);
             self.lapse();
-            self.now
+            self.now_ms
         }
 
         fn lapse(&mut self) {
-            let now = self.now;
+            let now_ms = self.now_ms;
             let dead = &mut self.dead;
             self.live.retain(|_, l| {
-                let keep = l.lease_until > now;
+                let keep = l.lease_until_ms > now_ms;
                 if !keep {
                     dead.push(l.ticket);
                 }
@@ -598,12 +598,12 @@ pub(crate) mod ops {
         }
 
         fn in_flight(&self, f: usize) -> Vec<u64> {
-            let now = self.now;
+            let now_ms = self.now_ms;
             let live = self
                 .live
                 .iter()
-                .filter(|(k, l)| flavour_of(**k) == f && l.lease_until > now);
-            live.map(|(_, l)| l.lease_until).collect()
+                .filter(|(k, l)| flavour_of(**k) == f && l.lease_until_ms > now_ms);
+            live.map(|(_, l)| l.lease_until_ms).collect()
         }
 
         /// D9: `Err(retry_at)` when one more start now would exceed the budget.
@@ -612,7 +612,7 @@ pub(crate) mod ops {
             if live.len() as u32 >= self.config.in_flight {
                 return Err(*live.iter().min().unwrap());
             }
-            rate_check(&self.config, &self.starts[f], self.now)
+            rate_check(&self.config, &self.starts[f], self.now_ms)
         }
 
         /// A ticket was handed out for `k`: single flight and the budget (D5, D9).
@@ -627,14 +627,14 @@ pub(crate) mod ops {
                 "{ctx}: ticket over budget"
             );
             let start = self.starts[flavour_of(k)].len();
-            self.starts[flavour_of(k)].push(self.now);
-            self.issued[flavour_of(k)].push(self.now);
-            let lease_until = self.now + self.config.fetch_timeout_ms;
+            self.starts[flavour_of(k)].push(self.now_ms);
+            self.issued[flavour_of(k)].push(self.now_ms);
+            let lease_until_ms = self.now_ms + self.config.fetch_timeout_ms;
             self.live.insert(
                 k,
                 Live {
                     ticket: t,
-                    lease_until,
+                    lease_until_ms,
                     start,
                 },
             );
@@ -650,12 +650,12 @@ pub(crate) mod ops {
 
         fn lookup(&mut self, k: usize, buf: usize) {
             let c = canon(k);
-            let now = self.clock();
+            let now_ms = self.clock();
             let ctx = Ctx(move |f: &mut fmt::Formatter<'_>| {
                 write!(
                     f,
                     "lookup key {k} buf {buf} at T0+{}",
-                    now.saturating_sub(T0)
+                    now_ms.saturating_sub(T0)
                 )
             });
             let got = self
@@ -683,7 +683,7 @@ pub(crate) mod ops {
             match got {
                 Lookup::Hit {
                     len,
-                    expires_on,
+                    expires_on_ms,
                     refresh,
                 } => {
                     self.reached.hits += 1;
@@ -695,9 +695,9 @@ pub(crate) mod ops {
                         &bytes[..],
                         "{ctx}: not the last token stored"
                     );
-                    assert_eq!(expires_on, *exp, "{ctx}: expiry");
+                    assert_eq!(expires_on_ms, *exp, "{ctx}: expiry");
                     assert!(
-                        expires_on > now + self.config.min_lifetime_ms,
+                        expires_on_ms > now_ms + self.config.min_lifetime_ms,
                         "{ctx}: under 60 s left"
                     );
                     if let Some(t) = refresh {
@@ -714,12 +714,12 @@ pub(crate) mod ops {
                     assert!(live.is_none(), "{ctx}: Fetch while a live ticket exists");
                     self.issued(c, t, &ctx);
                 }
-                Lookup::Pending { retry_at } => {
+                Lookup::Pending { retry_at_ms } => {
                     self.reached.pending += 1;
                     let l = live.unwrap_or_else(|| panic!("{ctx}: Pending without a live ticket"));
-                    assert_eq!(retry_at, l.lease_until, "{ctx}");
+                    assert_eq!(retry_at_ms, l.lease_until_ms, "{ctx}");
                 }
-                Lookup::Throttled { retry_at } => {
+                Lookup::Throttled { retry_at_ms } => {
                     self.reached.throttled += 1;
                     assert!(
                         live.is_none(),
@@ -727,13 +727,13 @@ pub(crate) mod ops {
                     );
                     assert_eq!(
                         self.budget(flavour_of(c)),
-                        Err(retry_at),
+                        Err(retry_at_ms),
                         "{ctx}: budget not spent"
                     );
                 }
-                Lookup::Failed { retry_at, .. } => {
+                Lookup::Failed { retry_at_ms, .. } => {
                     assert!(live.is_none(), "{ctx}: Failed while a live ticket exists");
-                    assert!(retry_at > now, "{ctx}: Failed in the past");
+                    assert!(retry_at_ms > now_ms, "{ctx}: Failed in the past");
                 }
             }
         }
@@ -755,25 +755,25 @@ pub(crate) mod ops {
             let Some((t, live)) = self.ticket(k, false) else {
                 return;
             };
-            let at = self.now.max(self.driver).saturating_sub(T0);
+            let at = self.now_ms.max(self.driver).saturating_sub(T0);
             let ctx = Ctx(move |f: &mut fmt::Formatter<'_>| {
                 write!(f, "feed key {k} {resp:?} at T0+{at}")
             });
             let mut req = [0u8; 2048];
             match self
                 .cache
-                .request_at(t, &endpoint(flavour_of(c)), self.now, &mut req)
+                .request_at(t, &endpoint(flavour_of(c)), self.now_ms, &mut req)
             {
                 Ok(_) => {
                     assert!(live, "{ctx}: request for a stale ticket");
                     // The start counts from when the request is written (the core's clock).
                     let l = self.live[&c];
                     let at = &mut self.starts[flavour_of(c)][l.start];
-                    *at = (*at).max(self.now);
+                    *at = (*at).max(self.now_ms);
                 }
                 Err(e) => assert!(!live && e == CacheError::StaleTicket, "{ctx}: {e:?}"),
             }
-            let now = self.clock();
+            let now_ms = self.clock();
             let live = self.live.get(&c).is_some_and(|l| l.ticket == t);
             self.serial += 1;
             let (mut bytes, sent) = response(resp, k, self.serial);
@@ -800,9 +800,12 @@ pub(crate) mod ops {
             };
             let ever_ok = self.ever_ok[flavour_of(c)];
             match (&done, sent, failure_of(resp, ever_ok)) {
-                (Done::Token { len, expires_on }, Some(sent), _) => {
+                (Done::Token { len, expires_on_ms }, Some(sent), _) => {
                     assert_eq!(*len, sent.token.len(), "{ctx}");
-                    assert!(*expires_on > now + self.config.min_lifetime_ms, "{ctx}");
+                    assert!(
+                        *expires_on_ms > now_ms + self.config.min_lifetime_ms,
+                        "{ctx}"
+                    );
                     assert!(
                         sent.echo_own != Some(false) || !is_client_id(c),
                         "{ctx}: echo"
@@ -810,7 +813,7 @@ pub(crate) mod ops {
                     self.reached.tokens += 1;
                     self.ever_ok[flavour_of(c)] = true;
                     self.stored
-                        .insert(c, (sent.token.into_bytes(), *expires_on));
+                        .insert(c, (sent.token.into_bytes(), *expires_on_ms));
                 }
                 (Done::Failed { failure, .. }, Some(sent), _) => {
                     let ok = match failure.kind {
@@ -866,13 +869,13 @@ pub(crate) mod ops {
         }
 
         fn poll(&mut self) {
-            let now = self.clock();
+            let now_ms = self.clock();
             if let Ok(t) = self.cache.poll_refresh(self.driver) {
                 let mut buf = [0u8; 1100];
                 let read = self.cache.ticket_key(t, &mut buf).expect("a live ticket");
                 let k = index_of(&read).expect("a known key");
                 let ctx = Ctx(move |f: &mut fmt::Formatter<'_>| {
-                    write!(f, "poll at T0+{}", now.saturating_sub(T0))
+                    write!(f, "poll at T0+{}", now_ms.saturating_sub(T0))
                 });
                 assert!(
                     self.stored.contains_key(&k),
@@ -945,10 +948,10 @@ pub(crate) mod ops {
         }
 
         fn invariants(&mut self, op: &Op) {
-            let now = self.now;
+            let now_ms = self.now_ms;
             let op = *op;
             let ctx = Ctx(move |f: &mut fmt::Formatter<'_>| {
-                write!(f, "after {op:?} at T0+{}", now.saturating_sub(T0))
+                write!(f, "after {op:?} at T0+{}", now_ms.saturating_sub(T0))
             });
             assert!(self.cache.len() <= self.capacity, "{ctx}: over capacity");
             assert!(
@@ -958,7 +961,7 @@ pub(crate) mod ops {
             for (f, flavour) in FLAVOURS.iter().enumerate() {
                 let live = self.in_flight(f).len() as u32;
                 assert_eq!(
-                    self.cache.in_flight(*flavour, now),
+                    self.cache.in_flight(*flavour, now_ms),
                     live,
                     "{ctx}: in flight"
                 );
@@ -984,7 +987,7 @@ pub(crate) mod ops {
             cache: heap.cache(config.clone()),
             capacity: slots,
             config,
-            now: 0,
+            now_ms: 0,
             driver: T0,
             live: HashMap::new(),
             last_ticket: HashMap::new(),
@@ -2039,8 +2042,8 @@ pub(crate) mod req {
             identity,
             resource,
         };
-        let now = 1_700_000_000_000;
-        let Ok(Lookup::Fetch(ticket)) = cache.lookup(&k, now, &mut []) else {
+        let now_ms = 1_700_000_000_000;
+        let Ok(Lookup::Fetch(ticket)) = cache.lookup(&k, now_ms, &mut []) else {
             panic!("an empty cache must hand out a ticket");
         };
         // The request without Arc's key (the first of Arc's two).
@@ -2050,7 +2053,7 @@ pub(crate) mod req {
             direct.clone()
         };
         let mut out = vec![0u8; first.as_ref().map_or(4096, |w| w.bytes.len())];
-        match (cache.request_at(ticket, endpoint, now, &mut out), &first) {
+        match (cache.request_at(ticket, endpoint, now_ms, &mut out), &first) {
             (Ok(d), Ok(w)) => {
                 assert!(w.describes(&d), "{d:?} against {w:?}");
                 assert_eq!(&out[..d.len], &w.bytes[..], "the cache's request");
@@ -2065,12 +2068,12 @@ pub(crate) mod req {
             WWW-Authenticate: Basic realm=/var/opt/azcmagent/tokens/k.key\r\n\
             Content-Length: 0\r\n\r\n"
             .to_vec();
-        match cache.feed(ticket, &mut challenge, now) {
+        match cache.feed(ticket, &mut challenge, now_ms) {
             Ok(Feed::Done(Done::NeedKeyFile { .. })) => {}
             other => panic!("Arc challenge: {other:?}"),
         }
         let contents = key.unwrap_or(b"0123456789abcdef");
-        let got = cache.complete_challenge(ticket, endpoint, contents, now, &mut out[..0]);
+        let got = cache.complete_challenge(ticket, endpoint, contents, now_ms, &mut out[..0]);
         let needed = match (check_arc_key(contents), got) {
             (Err(e), got) => {
                 assert_eq!(got, Err(CacheError::ArcKey(e)), "key {contents:?}");
@@ -2086,7 +2089,7 @@ pub(crate) mod req {
         };
         // The ticket is still live after a short buffer: the same call with room.
         let mut out = vec![0u8; needed.bytes.len()];
-        match cache.complete_challenge(ticket, endpoint, contents, now, &mut out) {
+        match cache.complete_challenge(ticket, endpoint, contents, now_ms, &mut out) {
             Ok(d) => {
                 assert!(needed.describes(&d), "{d:?} against {needed:?}");
                 assert_eq!(&out[..d.len], &needed.bytes[..], "Arc's second request");

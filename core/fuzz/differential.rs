@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::checks::REQUEST_TIME;
+use crate::checks::REQUEST_AT_S;
 
 /// The names the token body parser knows.
 const KNOWN: [&str; 6] = [
@@ -216,7 +216,7 @@ fn expected(members: &[Member]) -> Option<(&str, u64)> {
 
 /// The differential check; returns whether the bytes were a shape both must accept.
 pub(crate) fn token_body_vs_serde_json(data: &[u8]) -> bool {
-    let ours = imds_cache::parse_token_body(data, REQUEST_TIME);
+    let ours = imds_cache::parse_token_body(data, REQUEST_AT_S);
     let reference = reference(data);
     if ours.is_ok() {
         match reference {
@@ -242,11 +242,11 @@ pub(crate) fn token_body_vs_serde_json(data: &[u8]) -> bool {
     assert_eq!(body.write_token(&mut out), Some(out.len()));
     assert_eq!(out, token.as_bytes(), "token text differs");
     assert_eq!(
-        body.expires_on,
-        REQUEST_TIME + expires_in,
+        body.expires_on_s,
+        REQUEST_AT_S + expires_in,
         "expires_on differs"
     );
-    assert_eq!(body.refresh_in, None);
+    assert_eq!(body.refresh_in_s, None);
     true
 }
 

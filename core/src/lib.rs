@@ -2,7 +2,7 @@
 //!
 //! The core turns inputs into bytes to send and bytes received into typed outcomes, and keeps
 //! a fixed-capacity cache of tokens keyed by (endpoint flavour, identity, resource). It never
-//! reads a clock, opens a socket or allocates: `now` (milliseconds since the Unix epoch) and
+//! reads a clock, opens a socket or allocates: `now_ms` (milliseconds since the Unix epoch) and
 //! storage are arguments, and the caller does the I/O.
 //!
 //! ```
@@ -76,7 +76,7 @@ pub use storage::{
     layout, layout_blocks, BufferStorage, SliceStorage, Storage, StorageError, StorageLayout, Word,
     BLOCK_SIZE, DEFAULT_BYTES_PER_ENTRY, WORD_BYTES,
 };
-pub use time::{parse_expires_on, parse_http_date, parse_seconds, TimeError, YEAR_2001};
+pub use time::{parse_expires_on, parse_http_date, parse_seconds, TimeError, YEAR_2001_S};
 
 pub use arm::{parse_arm_identity, ArmError, ArmIdentities, UserAssigned, ARM_MAX_DEPTH};
 pub use identity::{

@@ -193,31 +193,31 @@ pub(crate) fn retry_after_ms(config: &Config, retry_after: RetryAfter, now_ms: u
     wanted.clamp(config.backoff_initial_ms, config.retry_after_max_ms)
 }
 
-/// When a token fetched at `request_time` should be refreshed (D8).
+/// When a token fetched at `request_at_ms` should be refreshed (D8).
 ///
 /// `refresh_in` (seconds) wins if the server gave one; else half the lifetime for lifetimes of
 /// two hours or more; else expiry minus the margin. Then moved earlier by the key's own jitter,
 /// `key_hash mod max(10 % of lifetime, keys ÷ rate)`, and never later than expiry minus the
 /// margin, so 1000 identities fetched in the same second do not all refresh in the same second.
-pub(crate) fn refresh_on(
+pub(crate) fn refresh_on_ms(
     config: &Config,
     key_hash: u32,
-    request_time: u64,
-    expires_on: u64,
+    request_at_ms: u64,
+    expires_on_ms: u64,
     refresh_in_s: Option<u64>,
     keys: u32,
 ) -> u64 {
-    let lifetime = expires_on.saturating_sub(request_time);
-    let latest = expires_on.saturating_sub(config.refresh_margin_ms);
+    let lifetime = expires_on_ms.saturating_sub(request_at_ms);
+    let latest = expires_on_ms.saturating_sub(config.refresh_margin_ms);
     let base = match refresh_in_s {
-        Some(s) => request_time.saturating_add(s.saturating_mul(1000)),
-        None if lifetime >= 7_200_000 => request_time + lifetime / 2,
+        Some(s) => request_at_ms.saturating_add(s.saturating_mul(1000)),
+        None if lifetime >= 7_200_000 => request_at_ms + lifetime / 2,
         None => latest,
     };
     let spread_by_rate = u64::from(keys) * config.rate_window_ms / u64::from(config.rate.max(1));
     let spread = (lifetime / 10).max(spread_by_rate).max(1);
     let jitter = u64::from(mix(key_hash)) % spread;
-    base.min(latest).saturating_sub(jitter).max(request_time)
+    base.min(latest).saturating_sub(jitter).max(request_at_ms)
 }
 
 /// A 32-bit finaliser (murmur3's) so neighbouring hashes land far apart.
@@ -256,7 +256,7 @@ impl Rng {
 #[derive(Clone, Copy, Debug)]
 struct Flight {
     ticket: u64,
-    lease_until: u64,
+    lease_until_ms: u64,
 }
 
 /// No ticket owns this start (see [`Start::owner`]).
@@ -296,21 +296,21 @@ impl Budget {
         len: 0,
         flights: [Flight {
             ticket: 0,
-            lease_until: 0,
+            lease_until_ms: 0,
         }; MAX_IN_FLIGHT as usize],
         ever_ok: false,
     };
 
     /// `Err(retry_at)` when one more start now would exceed the rate: `rate` starts are still
     /// inside the window (widened by the margin), counted by their times.
-    pub(crate) fn check_rate(&self, config: &Config, now: u64) -> Result<(), u64> {
+    pub(crate) fn check_rate(&self, config: &Config, now_ms: u64) -> Result<(), u64> {
         let rate = config.rate.min(MAX_RATE) as usize;
         let span = config.rate_window_ms.saturating_add(config.rate_margin_ms);
         let mut live = [0u64; STARTS];
         let mut n = 0;
         for s in self.starts[..self.len]
             .iter()
-            .filter(|s| s.at.saturating_add(span) > now)
+            .filter(|s| s.at.saturating_add(span) > now_ms)
         {
             live[n] = s.at;
             n += 1;
@@ -325,12 +325,12 @@ impl Budget {
     }
 
     /// `Err(retry_at)` when the in-flight cap is reached (retry_at: the first lease to lapse).
-    pub(crate) fn check_in_flight(&self, config: &Config, now: u64) -> Result<(), u64> {
+    pub(crate) fn check_in_flight(&self, config: &Config, now_ms: u64) -> Result<(), u64> {
         let mut live = 0;
         let mut first_free = u64::MAX;
-        for f in self.flights.iter().filter(|f| f.lease_until > now) {
+        for f in self.flights.iter().filter(|f| f.lease_until_ms > now_ms) {
             live += 1;
-            first_free = first_free.min(f.lease_until);
+            first_free = first_free.min(f.lease_until_ms);
         }
         if live < config.in_flight {
             Ok(())
@@ -340,18 +340,18 @@ impl Budget {
     }
 
     /// Both checks.
-    pub(crate) fn check(&self, config: &Config, now: u64) -> Result<(), u64> {
-        self.check_in_flight(config, now)?;
-        self.check_rate(config, now)
+    pub(crate) fn check(&self, config: &Config, now_ms: u64) -> Result<(), u64> {
+        self.check_in_flight(config, now_ms)?;
+        self.check_rate(config, now_ms)
     }
 
     /// Records a request start that no ticket will move.
-    pub(crate) fn record_start(&mut self, now: u64) {
-        self.record(now, NO_OWNER);
+    pub(crate) fn record_start(&mut self, now_ms: u64) {
+        self.record(now_ms, NO_OWNER);
     }
 
     /// Records a start in a free place, or in the earliest start's.
-    fn record(&mut self, now: u64, owner: u64) {
+    fn record(&mut self, now_ms: u64, owner: u64) {
         let i = if self.len < STARTS {
             self.len += 1;
             self.len - 1
@@ -364,28 +364,28 @@ impl Budget {
             }
             earliest
         };
-        self.starts[i] = Start { at: now, owner };
+        self.starts[i] = Start { at: now_ms, owner };
     }
 
     /// Records a new request in flight (after [`check`](Self::check) said yes).
-    pub(crate) fn begin(&mut self, ticket: u64, now: u64, lease_until: u64) {
-        self.record(now, ticket);
-        if let Some(f) = self.flights.iter_mut().find(|f| f.lease_until <= now) {
+    pub(crate) fn begin(&mut self, ticket: u64, now_ms: u64, lease_until_ms: u64) {
+        self.record(now_ms, ticket);
+        if let Some(f) = self.flights.iter_mut().find(|f| f.lease_until_ms <= now_ms) {
             *f = Flight {
                 ticket,
-                lease_until,
+                lease_until_ms,
             };
         }
     }
 
-    /// The request of `ticket` is being written now: its start moves to `now`, closer to the
+    /// The request of `ticket` is being written now: its start moves to `now_ms`, closer to the
     /// moment it reaches the endpoint (a driver may wait for a lock or a thread in between).
     /// A start that newer ones have replaced is recorded anew.
-    pub(crate) fn restamp(&mut self, ticket: u64, now: u64) {
+    pub(crate) fn restamp(&mut self, ticket: u64, now_ms: u64) {
         if !self
             .flights
             .iter()
-            .any(|f| f.ticket == ticket && f.lease_until > now)
+            .any(|f| f.ticket == ticket && f.lease_until_ms > now_ms)
         {
             return;
         }
@@ -393,15 +393,15 @@ impl Budget {
             .iter_mut()
             .find(|s| s.owner == ticket)
         {
-            Some(s) => s.at = s.at.max(now),
-            None => self.record(now, ticket),
+            Some(s) => s.at = s.at.max(now_ms),
+            None => self.record(now_ms, ticket),
         }
     }
 
     /// The request of `ticket` is over (its start still counts).
     pub(crate) fn end(&mut self, ticket: u64) {
         for f in self.flights.iter_mut().filter(|f| f.ticket == ticket) {
-            f.lease_until = 0;
+            f.lease_until_ms = 0;
         }
         for s in self.starts[..self.len]
             .iter_mut()
@@ -412,8 +412,11 @@ impl Budget {
     }
 
     /// How many requests are in flight now.
-    pub(crate) fn in_flight(&self, now: u64) -> u32 {
-        self.flights.iter().filter(|f| f.lease_until > now).count() as u32
+    pub(crate) fn in_flight(&self, now_ms: u64) -> u32 {
+        self.flights
+            .iter()
+            .filter(|f| f.lease_until_ms > now_ms)
+            .count() as u32
     }
 }
 
@@ -464,16 +467,19 @@ mod tests {
     #[test]
     fn retry_after_is_capped_and_floored() {
         let c = Config::DEFAULT;
-        let now = 1_700_000_000_000;
-        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(5), now), 5000);
-        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(0), now), 1000);
-        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(3600), now), 60_000);
+        let now_ms = 1_700_000_000_000;
+        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(5), now_ms), 5000);
+        assert_eq!(retry_after_ms(&c, RetryAfter::Seconds(0), now_ms), 1000);
         assert_eq!(
-            retry_after_ms(&c, RetryAfter::Date(1_700_000_007), now),
+            retry_after_ms(&c, RetryAfter::Seconds(3600), now_ms),
+            60_000
+        );
+        assert_eq!(
+            retry_after_ms(&c, RetryAfter::Date(1_700_000_007), now_ms),
             7000
         );
         assert_eq!(
-            retry_after_ms(&c, RetryAfter::Date(1_600_000_000), now),
+            retry_after_ms(&c, RetryAfter::Date(1_600_000_000), now_ms),
             1000
         );
     }
@@ -485,50 +491,50 @@ mod tests {
         let h = 3_600_000;
         // 24 h token: half-life, moved earlier by at most 10 % of the lifetime.
         for hash in [0u32, 1, 77, u32::MAX] {
-            let r = refresh_on(&c, hash, t, t + 24 * h, None, 1);
+            let r = refresh_on_ms(&c, hash, t, t + 24 * h, None, 1);
             assert!(
                 r <= t + 12 * h && r >= t + 12 * h - 24 * h / 10,
                 "{hash}: {r}"
             );
         }
         // 1 h token: expiry − 5 min, minus up to 6 min.
-        let r = refresh_on(&c, 5, t, t + h, None, 1);
+        let r = refresh_on_ms(&c, 5, t, t + h, None, 1);
         assert!(r <= t + h - 300_000 && r >= t + h - 300_000 - 360_000);
         // refresh_in wins, but never after expiry − 5 min.
-        let r = refresh_on(&c, 0, t, t + 24 * h, Some(600), 1);
+        let r = refresh_on_ms(&c, 0, t, t + 24 * h, Some(600), 1);
         assert!(r <= t + 600_000);
-        let r = refresh_on(&c, 0, t, t + h, Some(86_400), 1);
+        let r = refresh_on_ms(&c, 0, t, t + h, Some(86_400), 1);
         assert!(r <= t + h - 300_000);
         // A token shorter than the margin is due at once, not before it was asked for.
-        assert_eq!(refresh_on(&c, 9, t, t + 200_000, None, 1), t);
+        assert_eq!(refresh_on_ms(&c, 9, t, t + 200_000, None, 1), t);
     }
 
     #[test]
     fn budget_window_and_in_flight() {
         let c = Config::DEFAULT;
         let mut b = Budget::EMPTY;
-        let now = 10_000;
+        let now_ms = 10_000;
         for i in 0..5 {
-            assert_eq!(b.check(&c, now), Ok(()));
-            b.begin(i, now, now + 30_000);
+            assert_eq!(b.check(&c, now_ms), Ok(()));
+            b.begin(i, now_ms, now_ms + 30_000);
         }
-        assert_eq!(b.check(&c, now), Err(now + 30_000), "5 in flight");
+        assert_eq!(b.check(&c, now_ms), Err(now_ms + 30_000), "5 in flight");
         b.end(3);
-        assert_eq!(b.in_flight(now), 4);
-        assert_eq!(b.check(&c, now), Ok(()));
+        assert_eq!(b.in_flight(now_ms), 4);
+        assert_eq!(b.check(&c, now_ms), Ok(()));
         // Fill the window: 20 starts.
         for _ in 0..15 {
-            b.record_start(now + 10);
+            b.record_start(now_ms + 10);
         }
         assert_eq!(
-            b.check_rate(&c, now + 500),
-            Err(now + 1050),
+            b.check_rate(&c, now_ms + 500),
+            Err(now_ms + 1050),
             "window + margin"
         );
-        assert_eq!(b.check_rate(&c, now + 1049), Err(now + 1050));
-        assert_eq!(b.check_rate(&c, now + 1050), Ok(()));
+        assert_eq!(b.check_rate(&c, now_ms + 1049), Err(now_ms + 1050));
+        assert_eq!(b.check_rate(&c, now_ms + 1050), Ok(()));
         // After the leases lapse, flights are free again.
-        assert_eq!(b.in_flight(now + 30_000), 0);
+        assert_eq!(b.in_flight(now_ms + 30_000), 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use core::fmt;
 
 /// 2001-01-01T00:00:00Z in epoch seconds: an `expires_on` below it is refused (D10).
-pub const YEAR_2001: u64 = 978_307_200;
+pub const YEAR_2001_S: u64 = 978_307_200;
 
 /// Why a time field or an HTTP date was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub fn parse_expires_on(s: &str) -> Result<u64, TimeError> {
     }
     let epoch = if b.iter().all(u8::is_ascii_digit) {
         return parse_seconds(s).and_then(|n| {
-            if n < YEAR_2001 {
+            if n < YEAR_2001_S {
                 Err(TimeError::BeforeYear2001)
             } else {
                 Ok(n)
@@ -160,7 +160,7 @@ pub fn parse_expires_on(s: &str) -> Result<u64, TimeError> {
         });
     };
     match u64::try_from(epoch) {
-        Ok(n) if n >= YEAR_2001 => Ok(n),
+        Ok(n) if n >= YEAR_2001_S => Ok(n),
         _ => Err(TimeError::BeforeYear2001),
     }
 }

@@ -166,7 +166,7 @@ struct ModelBudget {
 #[derive(Clone, Debug)]
 struct Tok {
     bytes: Vec<u8>,
-    expires_on: u64,
+    expires_on_ms: u64,
     /// `refresh_on` lies in `refresh_lo..=refresh_hi` (D8's jitter is not known in advance).
     refresh_lo: u64,
     refresh_hi: u64,
@@ -175,8 +175,8 @@ struct Tok {
 #[derive(Clone, Copy, Debug)]
 struct Live {
     ticket: Ticket,
-    lease_until: u64,
-    issued_at: u64,
+    lease_until_ms: u64,
+    issued_at_ms: u64,
     /// Its entry in `ModelBudget::starts`.
     start: usize,
 }
@@ -186,9 +186,9 @@ struct Entry {
     token: Option<Tok>,
     ticket: Option<Live>,
     failure: Option<Failure>,
-    retry_at: u64,
+    retry_at_ms: u64,
     attempts: u32,
-    gone_since: u64,
+    gone_since_ms: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -204,8 +204,8 @@ const MARGIN: u64 = 300_000;
 
 struct Model {
     config: Config,
-    /// The core's clock: the largest `now` passed so far (D1).
-    now: u64,
+    /// The core's clock: the largest `now_ms` passed so far (D1).
+    now_ms: u64,
     entries: HashMap<usize, Entry>,
     budgets: [ModelBudget; 2],
     /// The last ticket handed out per (canonical) key, live or not.
@@ -216,16 +216,16 @@ struct Model {
     ops: u64,
 }
 
-fn usable(tok: &Option<Tok>, now: u64) -> Option<&Tok> {
+fn usable(tok: &Option<Tok>, now_ms: u64) -> Option<&Tok> {
     tok.as_ref()
-        .filter(|t| t.expires_on > now.saturating_add(MIN_LIFETIME))
+        .filter(|t| t.expires_on_ms > now_ms.saturating_add(MIN_LIFETIME))
 }
 
 impl Model {
     fn new(config: Config) -> Self {
         Self {
             config,
-            now: 0,
+            now_ms: 0,
             entries: HashMap::new(),
             budgets: Default::default(),
             last_ticket: HashMap::new(),
@@ -235,17 +235,17 @@ impl Model {
         }
     }
 
-    fn clock(&mut self, now: u64) -> u64 {
-        self.now = self.now.max(now);
-        self.now
+    fn clock(&mut self, now_ms: u64) -> u64 {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.now_ms
     }
 
     /// Ends lapsed leases (their tickets become stale).
     fn lapse_all(&mut self) {
-        let now = self.now;
+        let now_ms = self.now_ms;
         for e in self.entries.values_mut() {
             if let Some(l) = e.ticket {
-                if l.lease_until <= now {
+                if l.lease_until_ms <= now_ms {
                     self.dead.push(l.ticket);
                     e.ticket = None;
                 }
@@ -257,8 +257,8 @@ impl Model {
         self.entries
             .iter()
             .filter(|(k, _)| flavour_of(**k) == flavour)
-            .filter_map(|(_, e)| e.ticket.map(|l| l.lease_until))
-            .filter(|&l| l > self.now)
+            .filter_map(|(_, e)| e.ticket.map(|l| l.lease_until_ms))
+            .filter(|&l| l > self.now_ms)
             .collect()
     }
 
@@ -268,15 +268,15 @@ impl Model {
         if live.len() as u32 >= self.config.in_flight {
             return Err(*live.iter().min().unwrap());
         }
-        checks::ops::rate_check(&self.config, &self.budgets[flavour].starts, self.now)
+        checks::ops::rate_check(&self.config, &self.budgets[flavour].starts, self.now_ms)
     }
 
     fn issue(&mut self, k: usize, ticket: Ticket) {
-        let now = self.now;
+        let now_ms = self.now_ms;
         let budget = &mut self.budgets[flavour_of(k)];
         let start = budget.starts.len();
-        budget.starts.push(now);
-        budget.issued.push(now);
+        budget.starts.push(now_ms);
+        budget.issued.push(now_ms);
         if let Some(old) = self.last_ticket.insert(k, ticket) {
             self.dead.push(old);
         }
@@ -287,8 +287,8 @@ impl Model {
         );
         e.ticket = Some(Live {
             ticket,
-            lease_until: now + FETCH_TIMEOUT,
-            issued_at: now,
+            lease_until_ms: now_ms + FETCH_TIMEOUT,
+            issued_at_ms: now_ms,
             start,
         });
     }
@@ -297,7 +297,7 @@ impl Model {
         self.entries
             .get(&k)
             .and_then(|e| e.ticket)
-            .is_some_and(|l| l.ticket == ticket && l.lease_until > self.now)
+            .is_some_and(|l| l.ticket == ticket && l.lease_until_ms > self.now_ms)
     }
 
     fn release(&mut self, k: usize) {
@@ -306,10 +306,10 @@ impl Model {
         self.dead.push(l.ticket);
     }
 
-    fn refresh_due(tok: &Tok, now: u64) -> Tri {
-        if now >= tok.refresh_hi {
+    fn refresh_due(tok: &Tok, now_ms: u64) -> Tri {
+        if now_ms >= tok.refresh_hi {
             Tri::Yes
-        } else if now < tok.refresh_lo {
+        } else if now_ms < tok.refresh_lo {
             Tri::No
         } else {
             Tri::Maybe
@@ -317,7 +317,7 @@ impl Model {
     }
 
     /// Learns from the cache that `refresh_on <= now` (`due`) or `> now`.
-    fn learn_refresh(&mut self, k: usize, now: u64, due: bool) {
+    fn learn_refresh(&mut self, k: usize, now_ms: u64, due: bool) {
         let tok = self
             .entries
             .get_mut(&k)
@@ -329,9 +329,9 @@ impl Model {
             "refresh_on learnt: not yet"
         });
         if due {
-            tok.refresh_hi = tok.refresh_hi.min(now);
+            tok.refresh_hi = tok.refresh_hi.min(now_ms);
         } else {
-            tok.refresh_lo = tok.refresh_lo.max(now + 1);
+            tok.refresh_lo = tok.refresh_lo.max(now_ms + 1);
         }
         assert!(
             tok.refresh_lo <= tok.refresh_hi,
@@ -340,24 +340,24 @@ impl Model {
     }
 
     /// D8: the window `refresh_on` must lie in.
-    fn refresh_window(&self, issued_at: u64, expires_on: u64, keys: u64) -> (u64, u64) {
-        let lifetime = expires_on.saturating_sub(issued_at);
-        let latest = expires_on.saturating_sub(MARGIN);
+    fn refresh_window(&self, issued_at_ms: u64, expires_on_ms: u64, keys: u64) -> (u64, u64) {
+        let lifetime = expires_on_ms.saturating_sub(issued_at_ms);
+        let latest = expires_on_ms.saturating_sub(MARGIN);
         let base = if lifetime >= 7_200_000 {
-            issued_at + lifetime / 2
+            issued_at_ms + lifetime / 2
         } else {
             latest
         };
         let b = base.min(latest);
         let by_rate = keys * self.config.rate_window_ms / u64::from(self.config.rate);
         let spread = (lifetime / 10).max(by_rate).max(1);
-        let hi = b.max(issued_at);
-        let lo = b.saturating_sub(spread - 1).max(issued_at);
+        let hi = b.max(issued_at_ms);
+        let lo = b.saturating_sub(spread - 1).max(issued_at_ms);
         (lo, hi)
     }
 
     /// D7 (and D8's "a failed eager refresh is tried again no sooner than 30 s later"): the
-    /// class and the range of `retry_at` for `failure` of key `k` at `now`.
+    /// class and the range of `retry_at_ms` for `failure` of key `k` at `now_ms`.
     fn dispose(
         &self,
         k: usize,
@@ -365,13 +365,17 @@ impl Model {
         retry_after: Option<u32>,
     ) -> (OutcomeClass, u64, u64) {
         let c = &self.config;
-        let now = self.now;
+        let now_ms = self.now_ms;
         let e = &self.entries[&k];
         let mut class = failure.kind.class();
         let (mut lo, mut hi) = match class {
             OutcomeClass::Retry if failure.kind == FailureKind::Gone => {
-                let since = if e.gone_since == 0 { now } else { e.gone_since };
-                if now - since >= c.gone_window_ms {
+                let since = if e.gone_since_ms == 0 {
+                    now_ms
+                } else {
+                    e.gone_since_ms
+                };
+                if now_ms - since >= c.gone_window_ms {
                     class = OutcomeClass::Terminal;
                     (c.negative_ttl_ms, c.negative_ttl_ms)
                 } else {
@@ -397,11 +401,11 @@ impl Model {
                 (c.negative_ttl_ms, c.negative_ttl_ms)
             }
         };
-        if usable(&e.token, now).is_some() {
+        if usable(&e.token, now_ms).is_some() {
             lo = lo.max(c.eager_retry_ms);
             hi = hi.max(c.eager_retry_ms);
         }
-        (class, now + lo, now + hi)
+        (class, now_ms + lo, now_ms + hi)
     }
 
     /// Applies a failure to the model and checks the cache's `Done` for it.
@@ -415,46 +419,50 @@ impl Model {
     ) {
         let (class, lo, hi) = self.dispose(k, failure, retry_after);
         cover(done_label(done));
-        if usable(&self.entries[&k].token, self.now).is_some() {
+        if usable(&self.entries[&k].token, self.now_ms).is_some() {
             cover("failed refresh: token kept");
         }
         if failure.kind == FailureKind::Gone && class == OutcomeClass::Terminal {
             cover("410 window over: terminal");
         }
-        let (got_failure, retry_at) = match (class, done) {
+        let (got_failure, retry_at_ms) = match (class, done) {
             (
                 OutcomeClass::Retry,
                 Done::Retry {
-                    failure, retry_at, ..
+                    failure,
+                    retry_at_ms,
+                    ..
                 },
-            ) => (*failure, *retry_at),
+            ) => (*failure, *retry_at_ms),
             (
                 OutcomeClass::Terminal | OutcomeClass::Unavailable,
                 Done::Failed {
-                    failure, retry_at, ..
+                    failure,
+                    retry_at_ms,
+                    ..
                 },
-            ) => (*failure, *retry_at),
+            ) => (*failure, *retry_at_ms),
             _ => panic!("{ctx}: expected {class:?} for {failure:?}, got {done:?}"),
         };
         assert_eq!(got_failure, failure, "{ctx}: failure");
         assert!(
-            (lo..=hi).contains(&retry_at),
+            (lo..=hi).contains(&retry_at_ms),
             "{ctx}: retry_at {} outside now+{}..=now+{} for {failure:?}",
-            retry_at as i64 - self.now as i64,
-            lo - self.now,
-            hi - self.now
+            retry_at_ms as i64 - self.now_ms as i64,
+            lo - self.now_ms,
+            hi - self.now_ms
         );
-        let now = self.now;
+        let now_ms = self.now_ms;
         let e = self.entries.get_mut(&k).unwrap();
         e.attempts = (e.attempts + 1).min(255);
         e.failure = Some(failure);
-        e.retry_at = retry_at;
+        e.retry_at_ms = retry_at_ms;
         if failure.kind == FailureKind::Gone {
-            if e.gone_since == 0 {
-                e.gone_since = now;
+            if e.gone_since_ms == 0 {
+                e.gone_since_ms = now_ms;
             }
         } else {
-            e.gone_since = 0;
+            e.gone_since_ms = 0;
         }
         self.release(k);
     }
@@ -467,7 +475,7 @@ struct Run<'c> {
     cache: TokenCache<SliceStorage<'c>>,
     model: Model,
     /// The driver's clock (may go backwards).
-    now: u64,
+    now_ms: u64,
     out: Vec<u8>,
 }
 
@@ -476,7 +484,7 @@ impl Run<'_> {
         format!(
             "op #{} {op:?} at T0+{}",
             self.model.ops,
-            self.model.now.saturating_sub(T0)
+            self.model.now_ms.saturating_sub(T0)
         )
     }
 
@@ -491,10 +499,10 @@ impl Run<'_> {
             Op::Cancel { k } => self.cancel(k as usize),
             Op::Invalidate { k } => self.invalidate(k as usize),
             Op::Poll => self.poll(),
-            Op::Advance { ms } => self.now += ms,
+            Op::Advance { ms } => self.now_ms += ms,
             Op::Back { ms } => {
                 cover("clock moved back");
-                self.now = self.now.saturating_sub(ms).max(T0)
+                self.now_ms = self.now_ms.saturating_sub(ms).max(T0)
             }
             Op::Stale { pick } => self.stale(pick as usize),
             Op::Churn { k, n } => {
@@ -514,7 +522,7 @@ impl Run<'_> {
         for (f, flavour) in FLAVOURS.iter().enumerate() {
             let live = self.model.live_in(f).len() as u32;
             assert_eq!(
-                self.cache.in_flight(*flavour, self.model.now),
+                self.cache.in_flight(*flavour, self.model.now_ms),
                 live,
                 "{ctx}: in flight"
             );
@@ -535,9 +543,9 @@ impl Run<'_> {
     /// D15, single-threaded: a peek agrees with the lookup that follows it — a hit with the
     /// model's token exactly when that lookup hits (same bytes, expiry, buffer rule), a miss
     /// otherwise; `refresh_due` only when a refresh may be handed out.
-    fn peek(&mut self, k: usize, buf: usize, now: u64, ctx: &str) {
+    fn peek(&mut self, k: usize, buf: usize, now_ms: u64, ctx: &str) {
         let c = canon(k);
-        let got = self.cache.peek(&key(k), now, &mut self.out[..buf]);
+        let got = self.cache.peek(&key(k), now_ms, &mut self.out[..buf]);
         cover(match got {
             Peek::Hit {
                 refresh_due: true, ..
@@ -550,7 +558,7 @@ impl Run<'_> {
             .model
             .entries
             .get(&c)
-            .and_then(|e| Some((e, usable(&e.token, now)?)));
+            .and_then(|e| Some((e, usable(&e.token, now_ms)?)));
         match (held, got) {
             (None, Peek::Miss) => {}
             (Some((_, tok)), Peek::BufferTooSmall { needed }) if tok.bytes.len() > buf => {
@@ -560,15 +568,15 @@ impl Run<'_> {
                 Some((e, tok)),
                 Peek::Hit {
                     len,
-                    expires_on,
+                    expires_on_ms,
                     refresh_due,
                 },
             ) if tok.bytes.len() <= buf => {
                 assert_eq!(&self.out[..len], &tok.bytes[..], "{ctx}: peek bytes");
-                assert_eq!(expires_on, tok.expires_on, "{ctx}: peek expiry");
+                assert_eq!(expires_on_ms, tok.expires_on_ms, "{ctx}: peek expiry");
                 let may = e.ticket.is_none()
-                    && now >= e.retry_at
-                    && Model::refresh_due(tok, now) != Tri::No;
+                    && now_ms >= e.retry_at_ms
+                    && Model::refresh_due(tok, now_ms) != Tri::No;
                 assert!(
                     !refresh_due || may,
                     "{ctx}: peek refresh_due without a due refresh"
@@ -583,11 +591,13 @@ impl Run<'_> {
 
     fn lookup(&mut self, k: usize, buf: usize) {
         let c = canon(k);
-        let now = self.model.clock(self.now);
+        let now_ms = self.model.clock(self.now_ms);
         self.model.lapse_all();
-        let ctx = format!("lookup key {k} buf {buf} at T0+{}", now - T0);
-        self.peek(k, buf, now, &ctx);
-        let got = self.cache.lookup(&key(k), self.now, &mut self.out[..buf]);
+        let ctx = format!("lookup key {k} buf {buf} at T0+{}", now_ms - T0);
+        self.peek(k, buf, now_ms, &ctx);
+        let got = self
+            .cache
+            .lookup(&key(k), self.now_ms, &mut self.out[..buf]);
         let got = got.unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
         cover(lookup_label(&got));
         if matches!(got, Lookup::Throttled { .. }) {
@@ -603,7 +613,9 @@ impl Run<'_> {
         let m = &self.model;
         let Some(e) = m.entries.get(&c) else {
             match (m.budget(flavour_of(c)), got) {
-                (Err(at), Lookup::Throttled { retry_at }) => assert_eq!(retry_at, at, "{ctx}"),
+                (Err(at), Lookup::Throttled { retry_at_ms }) => {
+                    assert_eq!(retry_at_ms, at, "{ctx}")
+                }
                 (Ok(()), Lookup::Fetch(t)) => {
                     self.model.entries.insert(c, Entry::default());
                     self.model.issue(c, t);
@@ -612,7 +624,7 @@ impl Run<'_> {
             }
             return;
         };
-        if let Some(tok) = usable(&e.token, now) {
+        if let Some(tok) = usable(&e.token, now_ms) {
             if tok.bytes.len() > buf {
                 assert_eq!(
                     got,
@@ -625,24 +637,24 @@ impl Run<'_> {
             }
             let Lookup::Hit {
                 len,
-                expires_on,
+                expires_on_ms,
                 refresh,
             } = got
             else {
                 panic!("{ctx}: a valid token is held, got {got:?}");
             };
             assert_eq!(&self.out[..len], &tok.bytes[..], "{ctx}: token bytes");
-            assert_eq!(expires_on, tok.expires_on, "{ctx}: expiry");
-            let due = Model::refresh_due(tok, now);
-            let others = e.ticket.is_none() && now >= e.retry_at;
+            assert_eq!(expires_on_ms, tok.expires_on_ms, "{ctx}: expiry");
+            let due = Model::refresh_due(tok, now_ms);
+            let others = e.ticket.is_none() && now_ms >= e.retry_at_ms;
             let budget = m.budget(flavour_of(c));
             match (others, &due, budget.is_ok(), refresh) {
                 (true, Tri::Yes, true, Some(t)) => self.model.issue(c, t),
                 (true, Tri::Maybe, true, Some(t)) => {
-                    self.model.learn_refresh(c, now, true);
+                    self.model.learn_refresh(c, now_ms, true);
                     self.model.issue(c, t);
                 }
-                (true, Tri::Maybe, true, None) => self.model.learn_refresh(c, now, false),
+                (true, Tri::Maybe, true, None) => self.model.learn_refresh(c, now_ms, false),
                 (_, _, _, None) if !(others && due == Tri::Yes && budget.is_ok()) => {}
                 _ => panic!(
                     "{ctx}: refresh {refresh:?} but due {due:?}, free {others}, budget {budget:?}"
@@ -654,19 +666,19 @@ impl Run<'_> {
             assert_eq!(
                 got,
                 Lookup::Pending {
-                    retry_at: l.lease_until
+                    retry_at_ms: l.lease_until_ms
                 },
                 "{ctx}"
             );
             return;
         }
-        if now < e.retry_at {
+        if now_ms < e.retry_at_ms {
             if let Some(error) = e.failure {
                 assert_eq!(
                     got,
                     Lookup::Failed {
                         error,
-                        retry_at: e.retry_at
+                        retry_at_ms: e.retry_at_ms
                     },
                     "{ctx}"
                 );
@@ -674,18 +686,18 @@ impl Run<'_> {
             }
         }
         match (m.budget(flavour_of(c)), got) {
-            (Err(at), Lookup::Throttled { retry_at }) => assert_eq!(retry_at, at, "{ctx}"),
+            (Err(at), Lookup::Throttled { retry_at_ms }) => assert_eq!(retry_at_ms, at, "{ctx}"),
             (Ok(()), Lookup::Fetch(t)) => self.model.issue(c, t),
             (want, got) => panic!("{ctx}: fetch expected, budget {want:?}, got {got:?}"),
         }
     }
 
     /// The last ticket handed out for `k`, and whether the model holds it live.
-    /// With `now`, the core's clock moves to it first (the call about to be made passes it).
-    fn ticket(&mut self, k: usize, now: Option<u64>) -> Option<(Ticket, bool)> {
+    /// With `now_ms`, the core's clock moves to it first (the call about to be made passes it).
+    fn ticket(&mut self, k: usize, now_ms: Option<u64>) -> Option<(Ticket, bool)> {
         let t = *self.model.last_ticket.get(&canon(k))?;
-        if let Some(now) = now {
-            self.model.clock(now);
+        if let Some(now_ms) = now_ms {
+            self.model.clock(now_ms);
         }
         self.model.lapse_all();
         Some((t, self.model.live(canon(k), t)))
@@ -699,12 +711,12 @@ impl Run<'_> {
         };
         let ctx = format!(
             "feed key {k} {resp:?} at T0+{}",
-            self.now.max(self.model.now) - T0
+            self.now_ms.max(self.model.now_ms) - T0
         );
         let mut req = [0u8; 2048];
         match self
             .cache
-            .request_at(t, &endpoint(flavour_of(c)), self.model.now, &mut req)
+            .request_at(t, &endpoint(flavour_of(c)), self.model.now_ms, &mut req)
         {
             Ok(d) => {
                 assert!(live, "{ctx}: request written for a stale ticket");
@@ -712,35 +724,35 @@ impl Run<'_> {
                 // The start counts from now on (`request_at` the core's clock).
                 let l = self.model.entries[&c].ticket.unwrap();
                 let at = &mut self.model.budgets[flavour_of(c)].starts[l.start];
-                *at = (*at).max(self.model.now);
+                *at = (*at).max(self.model.now_ms);
             }
             Err(e) => {
                 assert!(!live, "{ctx}: request refused: {e:?}");
                 assert_eq!(e, CacheError::StaleTicket, "{ctx}");
             }
         }
-        let now = self.model.clock(self.now);
+        let now_ms = self.model.clock(self.now_ms);
         self.model.lapse_all();
         let live = self.model.live(c, t);
-        let issued_at = self
+        let issued_at_ms = self
             .model
             .entries
             .get(&c)
             .and_then(|e| e.ticket)
-            .map(|l| l.issued_at);
+            .map(|l| l.issued_at_ms);
         self.model.serial += 1;
         let serial = self.model.serial;
         let (mut bytes, sent) = response(resp, k, serial);
         if split {
             let half = bytes.len() / 2;
             let mut part = bytes[..half].to_vec();
-            match self.cache.feed(t, &mut part, self.now) {
+            match self.cache.feed(t, &mut part, self.now_ms) {
                 Ok(Feed::NeedMore) => assert!(live, "{ctx}: half fed to a stale ticket"),
                 Err(CacheError::StaleTicket) => assert!(!live, "{ctx}: live ticket refused"),
                 other => panic!("{ctx}: half a response gave {other:?}"),
             }
         }
-        let got = self.cache.feed(t, &mut bytes, self.now);
+        let got = self.cache.feed(t, &mut bytes, self.now_ms);
         if !live {
             cover("feed: stale ticket refused");
             assert!(
@@ -753,7 +765,7 @@ impl Run<'_> {
             Ok(Feed::Done(d)) => d,
             other => panic!("{ctx}: complete response gave {other:?}"),
         };
-        let issued_at = issued_at.unwrap();
+        let issued_at_ms = issued_at_ms.unwrap();
         let status = |kind, status| Failure { kind, status };
         let ever_ok = self.model.budgets[flavour_of(c)].ever_ok;
         if let Some((failure, retry_after)) = failure_of(resp, ever_ok) {
@@ -766,7 +778,7 @@ impl Run<'_> {
             return;
         }
         let sent = sent.unwrap();
-        let expires_on = (issued_at / 1000 + sent.expires_in) * 1000;
+        let expires_on_ms = (issued_at_ms / 1000 + sent.expires_in) * 1000;
         if sent.echo_own == Some(false) && is_client_id(c) {
             self.model.settle(
                 c,
@@ -775,7 +787,7 @@ impl Run<'_> {
                 &done,
                 &ctx,
             );
-        } else if expires_on <= now + MIN_LIFETIME {
+        } else if expires_on_ms <= now_ms + MIN_LIFETIME {
             self.model.settle(
                 c,
                 status(FailureKind::ExpiredOnArrival, 200),
@@ -785,18 +797,19 @@ impl Run<'_> {
             );
         } else {
             assert!(
-                matches!(done, Done::Token { len, expires_on: e } if len == sent.token.len() && e == expires_on),
+                matches!(done, Done::Token { len, expires_on_ms: e } if len == sent.token.len() && e == expires_on_ms),
                 "{ctx}: expected a token expiring at T0+{}, got {done:?}",
-                expires_on - T0
+                expires_on_ms - T0
             );
             let keys = self.model.entries.len() as u64;
-            let (refresh_lo, refresh_hi) = self.model.refresh_window(issued_at, expires_on, keys);
+            let (refresh_lo, refresh_hi) =
+                self.model.refresh_window(issued_at_ms, expires_on_ms, keys);
             let e = self.model.entries.get_mut(&c).unwrap();
             let bytes = sent.token.into_bytes();
             *e = Entry {
                 token: Some(Tok {
                     bytes,
-                    expires_on,
+                    expires_on_ms,
                     refresh_lo,
                     refresh_hi,
                 }),
@@ -811,14 +824,14 @@ impl Run<'_> {
 
     fn eof(&mut self, k: usize) {
         let c = canon(k);
-        let Some((t, _)) = self.ticket(k, Some(self.now)) else {
+        let Some((t, _)) = self.ticket(k, Some(self.now_ms)) else {
             return;
         };
         let live = self.model.live(c, t);
-        let ctx = format!("eof key {k} at T0+{}", self.model.now.saturating_sub(T0));
+        let ctx = format!("eof key {k} at T0+{}", self.model.now_ms.saturating_sub(T0));
         let mut cut = token_response("cut-short", 3600, None);
         cut.truncate(cut.len() - 5);
-        let got = self.cache.eof(t, &mut cut, self.now);
+        let got = self.cache.eof(t, &mut cut, self.now_ms);
         match got {
             Ok(done) if live => {
                 self.model
@@ -831,15 +844,15 @@ impl Run<'_> {
 
     fn fail(&mut self, k: usize, transport: Transport) {
         let c = canon(k);
-        let Some((t, _)) = self.ticket(k, Some(self.now)) else {
+        let Some((t, _)) = self.ticket(k, Some(self.now_ms)) else {
             return;
         };
         let live = self.model.live(c, t);
         let ctx = format!(
             "fail key {k} {transport:?} at T0+{}",
-            self.model.now.saturating_sub(T0)
+            self.model.now_ms.saturating_sub(T0)
         );
-        let got = self.cache.fail(t, transport, self.now);
+        let got = self.cache.fail(t, transport, self.now_ms);
         let kind = match transport {
             Transport::Refused if !self.model.budgets[flavour_of(c)].ever_ok => {
                 FailureKind::Unavailable
@@ -876,9 +889,9 @@ impl Run<'_> {
 
     fn invalidate(&mut self, k: usize) {
         let c = canon(k);
-        self.model.clock(self.now);
+        self.model.clock(self.now_ms);
         self.model.lapse_all();
-        let got = self.cache.invalidate(&key(k), self.now);
+        let got = self.cache.invalidate(&key(k), self.now_ms);
         let want = match self.model.entries.get_mut(&c) {
             None => false,
             Some(e) if e.ticket.is_some() => e.token.take().is_some(),
@@ -895,12 +908,12 @@ impl Run<'_> {
         if self.model.dead.is_empty() {
             return;
         }
-        self.model.clock(self.now);
+        self.model.clock(self.now_ms);
         self.model.lapse_all();
         let t = self.model.dead[pick % self.model.dead.len()];
         cover("old ticket refused (feed, cancel, fail)");
         let mut bytes = token_response("late", 86_400, None);
-        let got = self.cache.feed(t, &mut bytes, self.now);
+        let got = self.cache.feed(t, &mut bytes, self.now_ms);
         assert!(
             matches!(got, Err(CacheError::StaleTicket)),
             "stale {t:?} fed: {got:?}"
@@ -911,27 +924,29 @@ impl Run<'_> {
             "stale {t:?} cancelled"
         );
         assert_eq!(
-            self.cache.fail(t, Transport::Reset, self.now).unwrap_err(),
+            self.cache
+                .fail(t, Transport::Reset, self.now_ms)
+                .unwrap_err(),
             CacheError::StaleTicket
         );
     }
 
     /// `poll_refresh`: hands out one due refresh, or says when to call again.
     fn poll(&mut self) {
-        let now = self.model.clock(self.now);
+        let now_ms = self.model.clock(self.now_ms);
         self.model.lapse_all();
-        let got = self.cache.poll_refresh(self.now);
-        let ctx = format!("poll at T0+{}", now - T0);
+        let got = self.cache.poll_refresh(self.now_ms);
+        let ctx = format!("poll at T0+{}", now_ms - T0);
         // Per key: is it due (usable, no ticket, past refresh_on and retry_at)?
         let mut due: Vec<(usize, Tri)> = Vec::new();
         for (&k, e) in &self.model.entries {
-            let Some(tok) = usable(&e.token, now) else {
+            let Some(tok) = usable(&e.token, now_ms) else {
                 continue;
             };
-            if e.ticket.is_some() || now < e.retry_at {
+            if e.ticket.is_some() || now_ms < e.retry_at_ms {
                 continue;
             }
-            due.push((k, Model::refresh_due(tok, now)));
+            due.push((k, Model::refresh_due(tok, now_ms)));
         }
         match got {
             Ok(t) => {
@@ -950,7 +965,7 @@ impl Run<'_> {
                 );
                 cover("poll: refresh ticket");
                 if tri == Some(&Tri::Maybe) {
-                    self.model.learn_refresh(k, now, true);
+                    self.model.learn_refresh(k, now_ms, true);
                 }
                 self.model.issue(k, t);
             }
@@ -968,7 +983,7 @@ impl Run<'_> {
                 for (k, tri) in &due {
                     assert_ne!(*tri, Tri::Yes, "{ctx}: key {k} is due, got {at:?}");
                     if *tri == Tri::Maybe {
-                        self.model.learn_refresh(*k, now, false);
+                        self.model.learn_refresh(*k, now_ms, false);
                     }
                 }
                 // Nothing due: the next deadline (a lease end, or a usable token's
@@ -976,11 +991,11 @@ impl Run<'_> {
                 let (mut lo, mut hi) = (u64::MAX, u64::MAX);
                 for e in self.model.entries.values() {
                     let (l, h) = if let Some(t) = e.ticket {
-                        (t.lease_until, t.lease_until)
-                    } else if let Some(tok) = usable(&e.token, now) {
+                        (t.lease_until_ms, t.lease_until_ms)
+                    } else if let Some(tok) = usable(&e.token, now_ms) {
                         (
-                            tok.refresh_lo.max(e.retry_at),
-                            tok.refresh_hi.max(e.retry_at),
+                            tok.refresh_lo.max(e.retry_at_ms),
+                            tok.refresh_hi.max(e.retry_at_ms),
                         )
                     } else {
                         continue;
@@ -1014,7 +1029,7 @@ fn run_model(config: Config, ops: &[Op]) {
     let mut run = Run {
         cache: heap.cache(config.clone()),
         model: Model::new(config),
-        now: T0,
+        now_ms: T0,
         out: vec![0u8; 4096],
     };
     for op in ops {
@@ -1028,7 +1043,7 @@ struct Held {
     from: usize,
     until: Option<usize>,
     bytes: Vec<u8>,
-    expires_on: u64,
+    expires_on_ms: u64,
 }
 
 /// A hit of the concurrent reader: the operations completed when it started and when it
@@ -1038,7 +1053,7 @@ struct SeenHit {
     started_after: usize,
     ended_after: usize,
     bytes: Vec<u8>,
-    expires_on: u64,
+    expires_on_ms: u64,
 }
 
 /// [`run_model`] with a second thread peeking at the same storage the whole time, as the
@@ -1050,7 +1065,7 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
     let mut run = Run {
         cache: heap.cache(config.clone()),
         model: Model::new(config),
-        now: T0,
+        now_ms: T0,
         out: vec![0u8; 4096],
     };
     let reader = run.cache.reader();
@@ -1069,7 +1084,7 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
                 // Far enough in the future to be "a hit" only for the token's content check;
                 // usability against the run's clock is the single-threaded peek's check.
                 if let Peek::Hit {
-                    len, expires_on, ..
+                    len, expires_on_ms, ..
                 } = reader.peek(&key(k), T0, &mut out)
                 {
                     seen.push(SeenHit {
@@ -1077,7 +1092,7 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
                         started_after,
                         ended_after: done.load(Ordering::Acquire),
                         bytes: out[..len].to_vec(),
-                        expires_on,
+                        expires_on_ms,
                     });
                 }
             }
@@ -1086,10 +1101,10 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
         for (i, op) in ops.iter().enumerate() {
             run.step(*op);
             for (c, held) in history.iter_mut().enumerate() {
-                let now = run.model.entries.get(&c).and_then(|e| e.token.as_ref());
+                let now_ms = run.model.entries.get(&c).and_then(|e| e.token.as_ref());
                 let last = held.last_mut().filter(|h| h.until.is_none());
-                let same = match (&last, now) {
-                    (Some(h), Some(t)) => h.bytes == t.bytes && h.expires_on == t.expires_on,
+                let same = match (&last, now_ms) {
+                    (Some(h), Some(t)) => h.bytes == t.bytes && h.expires_on_ms == t.expires_on_ms,
                     (None, None) => true,
                     _ => false,
                 };
@@ -1097,12 +1112,12 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
                     if let Some(h) = last {
                         h.until = Some(i + 1);
                     }
-                    if let Some(t) = now {
+                    if let Some(t) = now_ms {
                         held.push(Held {
                             from: i + 1,
                             until: None,
                             bytes: t.bytes.clone(),
-                            expires_on: t.expires_on,
+                            expires_on_ms: t.expires_on_ms,
                         });
                     }
                 }
@@ -1120,7 +1135,7 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
             h.from <= hit.ended_after + 1
                 && h.until.map_or(true, |u| u > hit.started_after)
                 && h.bytes == hit.bytes
-                && h.expires_on == hit.expires_on
+                && h.expires_on_ms == hit.expires_on_ms
         });
         assert!(
             ok,
@@ -1130,7 +1145,7 @@ fn run_model_with_reader(config: Config, ops: &[Op]) {
             hit.started_after,
             hit.ended_after,
             hit.bytes.len(),
-            hit.expires_on
+            hit.expires_on_ms
         );
     }
 }

@@ -119,7 +119,7 @@ pub unsafe extern "C" fn imds_cache_free(cache: *mut imds_cache) {
 /// same key, until the configured deadline.
 ///
 /// On success the token (not NUL-terminated) is in `out_buf[0..*out_written]` and its expiry
-/// (Unix epoch seconds) in `*out_expires_on` (which may be NULL). If the token is longer than
+/// (Unix epoch seconds) in `*out_expires_on_s` (which may be NULL). If the token is longer than
 /// `out_len`, `*out_written` is set to its length and the result is
 /// `IMDS_CACHE_RESULT_BUFFER_TOO_SMALL`; `(NULL, 0)` asks for the length (after fetching the
 /// token if needed). The copy in `out_buf` is the caller's to wipe (D13). A hit allocates
@@ -129,7 +129,7 @@ pub unsafe extern "C" fn imds_cache_free(cache: *mut imds_cache) {
 /// # Safety
 /// `cache` is a live handle; `identity` a valid identity whose bytes are valid; `resource`
 /// valid for `resource_len` bytes; `out_buf` valid for `out_len` bytes (or NULL when that is
-/// 0); `out_written` valid for a write; `out_expires_on` NULL or valid for a write.
+/// 0); `out_written` valid for a write; `out_expires_on_s` NULL or valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn imds_cache_get_token(
     cache: *const imds_cache,
@@ -139,7 +139,7 @@ pub unsafe extern "C" fn imds_cache_get_token(
     out_buf: *mut u8,
     out_len: usize,
     out_written: *mut usize,
-    out_expires_on: *mut u64,
+    out_expires_on_s: *mut u64,
 ) -> imds_cache_result {
     let mut told = false;
     let result = guard(|| {
@@ -155,12 +155,12 @@ pub unsafe extern "C" fn imds_cache_get_token(
             told = true;
         }
         match got {
-            Ok((len, expires_on)) => {
+            Ok((len, expires_on_s)) => {
                 // SAFETY: checked not NULL / NULL allowed; valid by contract.
                 unsafe {
                     out_written.write(len);
-                    if !out_expires_on.is_null() {
-                        out_expires_on.write(expires_on);
+                    if !out_expires_on_s.is_null() {
+                        out_expires_on_s.write(expires_on_s);
                     }
                 }
                 Ok(())

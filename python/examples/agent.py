@@ -40,7 +40,7 @@ def main() -> int:
         print("python agent: set AZURE_POD_IDENTITY_AUTHORITY_HOST to the emulator's URL")
         return 2
     cache = imds_cache.TokenCache(
-        rate=args.rate, rate_window=args.window / 1000, in_flight=args.in_flight
+        rate=args.rate, rate_window_s=args.window / 1000, in_flight=args.in_flight
     )
     client_ids = [
         i["client_id"]
@@ -60,7 +60,7 @@ def main() -> int:
     ok, total, errors = cache.prefetch(
         [{"client_id": c} for c in client_ids],
         RESOURCES,
-        timeout=30 + 2 * keys / per_second,
+        timeout_s=30 + 2 * keys / per_second,
     )
     cold = time.perf_counter() - started
     if errors:

@@ -111,8 +111,8 @@ impl Binding {
                 buf.resize(self.max_token_bytes, 0);
             }
             match lookup(&mut buf[..]) {
-                Ok(Some((len, expires_on))) => {
-                    Ok(Some((take_token(py, &mut buf, len)?, expires_on)))
+                Ok(Some((len, expires_on_s))) => {
+                    Ok(Some((take_token(py, &mut buf, len)?, expires_on_s)))
                 }
                 Ok(None) => Ok(None),
                 Err(e) => Err(to_pyerr(py, e, Some(at))),
@@ -165,9 +165,9 @@ impl Binding {
             });
             rx = back;
             match got {
-                Ok(Ok((mut token, expires_on))) => {
+                Ok(Ok((mut token, expires_on_s))) => {
                     let len = token.len();
-                    return Ok((take_token(py, &mut token, len)?, expires_on));
+                    return Ok((take_token(py, &mut token, len)?, expires_on_s));
                 }
                 Ok(Err(e)) => return Err(to_pyerr(py, e, Some((client, &identity)))),
                 Err(mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
@@ -204,10 +204,10 @@ impl Binding {
             exit_gate::with_gil(|py| {
                 let Some(result) = result.take() else { return };
                 let (value, error) = match result {
-                    Ok((mut token, expires_on)) => {
+                    Ok((mut token, expires_on_s)) => {
                         let len = token.len();
                         let value = take_token(py, &mut token, len)
-                            .map(|t| (t, expires_on).into_pyobject(py).map(|v| v.into_any()));
+                            .map(|t| (t, expires_on_s).into_pyobject(py).map(|v| v.into_any()));
                         match value {
                             Ok(Ok(v)) => (v, py.None().into_bound(py)),
                             Ok(Err(e)) | Err(e) => (
@@ -243,9 +243,9 @@ impl Binding {
 
     /// When the cached token of `scope` is due for refresh (epoch seconds, with the cache's
     /// per-key jitter), or `None` when none is held.
-    fn refresh_on(&self, py: Python<'_>, scope: PyBackedStr) -> PyResult<Option<u64>> {
+    fn refresh_on_s(&self, py: Python<'_>, scope: PyBackedStr) -> PyResult<Option<u64>> {
         let (client, identity, resource) = self.parts(py, &scope)?;
-        Ok(client.refresh_on(&identity, &resource))
+        Ok(client.refresh_on_s(&identity, &resource))
     }
 
     /// Drops the cached token of `scope` (after a downstream 401); `True` if there was one.

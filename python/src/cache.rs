@@ -31,17 +31,17 @@ pub(crate) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("capacity", c.capacity)?;
     d.set_item("max_token_bytes", k.max_token_bytes)?;
     d.set_item("rate", k.rate)?;
-    d.set_item("rate_window", s(k.rate_window_ms))?;
+    d.set_item("rate_window_s", s(k.rate_window_ms))?;
     d.set_item("in_flight", k.in_flight)?;
-    d.set_item("deadline", c.deadline.as_secs_f64())?;
-    d.set_item("connect_timeout", c.connect_timeout.as_secs_f64())?;
-    d.set_item("attempt_timeout", c.attempt_timeout.as_secs_f64())?;
-    d.set_item("backoff", s(k.backoff_initial_ms))?;
-    d.set_item("gone_interval", s(k.gone_interval_ms))?;
-    d.set_item("negative_ttl", s(k.negative_ttl_ms))?;
-    d.set_item("refresh_margin", s(k.refresh_margin_ms))?;
-    d.set_item("min_lifetime", s(k.min_lifetime_ms))?;
-    d.set_item("eager_retry", s(k.eager_retry_ms))?;
+    d.set_item("deadline_s", c.deadline.as_secs_f64())?;
+    d.set_item("connect_timeout_s", c.connect_timeout.as_secs_f64())?;
+    d.set_item("attempt_timeout_s", c.attempt_timeout.as_secs_f64())?;
+    d.set_item("backoff_s", s(k.backoff_initial_ms))?;
+    d.set_item("gone_interval_s", s(k.gone_interval_ms))?;
+    d.set_item("negative_ttl_s", s(k.negative_ttl_ms))?;
+    d.set_item("refresh_margin_s", s(k.refresh_margin_ms))?;
+    d.set_item("min_lifetime_s", s(k.min_lifetime_ms))?;
+    d.set_item("eager_retry_s", s(k.eager_retry_ms))?;
     d.set_item("refresher", c.refresher)?;
     d.set_item("verify_client_id", k.verify_client_id)?;
     Ok(d)
@@ -135,25 +135,25 @@ impl TokenCache {
 impl TokenCache {
     /// Every setting is required: `imds_cache.TokenCache` fills them from `DEFAULTS`.
     #[new]
-    #[pyo3(signature = (*, capacity, max_token_bytes, rate, rate_window, in_flight, deadline,
-        connect_timeout, attempt_timeout, backoff, gone_interval, negative_ttl, refresh_margin,
-        min_lifetime, eager_retry, refresher, verify_client_id, arc_key_dir = None))]
+    #[pyo3(signature = (*, capacity, max_token_bytes, rate, rate_window_s, in_flight, deadline_s,
+        connect_timeout_s, attempt_timeout_s, backoff_s, gone_interval_s, negative_ttl_s, refresh_margin_s,
+        min_lifetime_s, eager_retry_s, refresher, verify_client_id, arc_key_dir = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         capacity: usize,
         max_token_bytes: usize,
         rate: u32,
-        rate_window: f64,
+        rate_window_s: f64,
         in_flight: u32,
-        deadline: f64,
-        connect_timeout: f64,
-        attempt_timeout: f64,
-        backoff: f64,
-        gone_interval: f64,
-        negative_ttl: f64,
-        refresh_margin: f64,
-        min_lifetime: f64,
-        eager_retry: f64,
+        deadline_s: f64,
+        connect_timeout_s: f64,
+        attempt_timeout_s: f64,
+        backoff_s: f64,
+        gone_interval_s: f64,
+        negative_ttl_s: f64,
+        refresh_margin_s: f64,
+        min_lifetime_s: f64,
+        eager_retry_s: f64,
         refresher: bool,
         verify_client_id: bool,
         arc_key_dir: Option<&str>,
@@ -164,14 +164,14 @@ impl TokenCache {
         let mut cache = Config {
             max_token_bytes,
             rate,
-            rate_window_ms: millis("rate_window", rate_window)?,
+            rate_window_ms: millis("rate_window_s", rate_window_s)?,
             in_flight,
-            backoff_initial_ms: millis("backoff", backoff)?,
-            gone_interval_ms: millis("gone_interval", gone_interval)?,
-            negative_ttl_ms: millis("negative_ttl", negative_ttl)?,
-            refresh_margin_ms: millis("refresh_margin", refresh_margin)?,
-            min_lifetime_ms: millis("min_lifetime", min_lifetime)?,
-            eager_retry_ms: millis("eager_retry", eager_retry)?,
+            backoff_initial_ms: millis("backoff_s", backoff_s)?,
+            gone_interval_ms: millis("gone_interval_s", gone_interval_s)?,
+            negative_ttl_ms: millis("negative_ttl_s", negative_ttl_s)?,
+            refresh_margin_ms: millis("refresh_margin_s", refresh_margin_s)?,
+            min_lifetime_ms: millis("min_lifetime_s", min_lifetime_s)?,
+            eager_retry_ms: millis("eager_retry_s", eager_retry_s)?,
             verify_client_id,
             ..Config::DEFAULT
         };
@@ -189,9 +189,9 @@ impl TokenCache {
                 cache,
                 capacity,
                 source: SourceSpec::Auto,
-                deadline: seconds("deadline", deadline)?,
-                connect_timeout: seconds("connect_timeout", connect_timeout)?,
-                attempt_timeout: seconds("attempt_timeout", attempt_timeout)?,
+                deadline: seconds("deadline_s", deadline_s)?,
+                connect_timeout: seconds("connect_timeout_s", connect_timeout_s)?,
+                attempt_timeout: seconds("attempt_timeout_s", attempt_timeout_s)?,
                 refresher,
                 events: Some(Observer::new(logging::log_event)),
                 ..ClientConfig::default()
@@ -247,7 +247,7 @@ impl TokenCache {
 
     /// Warms every (identity, resource) pair within the budget; `identities` are
     /// `(kind, value)` pairs. Returns `(ok, total, [(index, error)…])`; the GIL is released.
-    #[pyo3(signature = (identities, resources, *, timeout = 90.0, flavour = None,
+    #[pyo3(signature = (identities, resources, *, timeout_s = 90.0, flavour = None,
         endpoint = None, secret = None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn prefetch(
@@ -255,13 +255,13 @@ impl TokenCache {
         py: Python<'_>,
         identities: Vec<(String, Option<String>)>,
         resources: Vec<String>,
-        timeout: f64,
+        timeout_s: f64,
         flavour: Option<&str>,
         endpoint: Option<String>,
         secret: Option<String>,
     ) -> PyResult<(usize, usize, Vec<(usize, PyObject)>)> {
         let inside = exit_gate::enter_from_python()?;
-        let deadline = Instant::now() + seconds("timeout", timeout)?;
+        let deadline = Instant::now() + seconds("timeout_s", timeout_s)?;
         let _ = logging::read_log_gate(py);
         let source = Self::source(flavour, endpoint, secret, None)?;
         let values: Vec<(String, String)> = identities

@@ -113,18 +113,18 @@ fn log_in_python(py: Python<'_>, event: &Event<'_>, level: u8) -> PyResult<()> {
                 .into_any(),
         ),
         Event::Token {
-            expires_on,
+            expires_on_s,
             refresh,
             ..
         } => (
             "%stoken received for %s, %s: expires_on=%d",
-            (renew(refresh), who, resource, expires_on)
+            (renew(refresh), who, resource, expires_on_s)
                 .into_pyobject(py)?
                 .into_any(),
         ),
         Event::Retry {
             failure,
-            retry_at,
+            retry_at_ms,
             refresh,
             ..
         } => (
@@ -134,7 +134,7 @@ fn log_in_python(py: Python<'_>, event: &Event<'_>, level: u8) -> PyResult<()> {
                 who,
                 resource,
                 failure.to_string(),
-                secs(retry_at),
+                secs(retry_at_ms),
             )
                 .into_pyobject(py)?
                 .into_any(),
@@ -147,9 +147,9 @@ fn log_in_python(py: Python<'_>, event: &Event<'_>, level: u8) -> PyResult<()> {
                 .into_pyobject(py)?
                 .into_any(),
         ),
-        Event::Throttled { retry_at, .. } => (
+        Event::Throttled { retry_at_ms, .. } => (
             "throttled: request for %s, %s waits for the %s request budget (up to %.1f s)",
-            (who, resource, flavour, secs(retry_at))
+            (who, resource, flavour, secs(retry_at_ms))
                 .into_pyobject(py)?
                 .into_any(),
         ),

@@ -33,7 +33,7 @@ async def test_token_hit_and_protocols(imds: Emulator) -> None:
 async def test_1000_concurrent_awaits_over_100_keys_make_100_requests(emulator_factory: Any) -> None:
     e = emulator_factory("--identities", "100", "--rate", "500", "--concurrency", "16")
     e.faults({"kind": "delay", "ms": 20})
-    cache = TokenCache(rate=125, rate_window=0.25, in_flight=16)
+    cache = TokenCache(rate=125, rate_window_s=0.25, in_flight=16)
     credentials = [
         ManagedIdentityCredential(client_id=e.user(i)["client_id"], endpoint=e.url, cache=cache)
         for i in range(1, 101)

@@ -115,7 +115,7 @@ async def test_an_async_chain_moves_on_at_first_contact(emulator_factory: Any, l
 
 def test_after_a_token_the_same_failure_is_retried(emulator_factory: Any) -> None:
     e: Emulator = emulator_factory()
-    cache = TokenCache(backoff=0.05, deadline=20)
+    cache = TokenCache(backoff_s=0.05, deadline_s=20)
     credential = ManagedIdentityCredential(endpoint=e.url, cache=cache)
     credential.get_token(ARM)
     # A 403 "unreachable" from a proxy, now that this endpoint has given tokens: a terminal

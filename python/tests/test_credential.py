@@ -35,7 +35,7 @@ SCRIPT = Path(sys.executable).parent / "imds-cache"
 
 def quick(**kw: Any) -> TokenCache:
     """A cache with fast retries, for fault tests."""
-    settings: dict = dict(backoff=0.02, gone_interval=0.1, attempt_timeout=0.6, deadline=20.0)
+    settings: dict = dict(backoff_s=0.02, gone_interval_s=0.1, attempt_timeout_s=0.6, deadline_s=20.0)
     settings.update(kw)
     return TokenCache(**settings)
 
@@ -258,7 +258,7 @@ def test_terminal_faults(emulator_factory: Any) -> None:
         ({"kind": "status", "status": 403}, "forbidden"),
     ]:
         e = emulator_factory()
-        credential = ManagedIdentityCredential(endpoint=e.url, cache=quick(negative_ttl=60))
+        credential = ManagedIdentityCredential(endpoint=e.url, cache=quick(negative_ttl_s=60))
         # A token first: before one came from the endpoint, a non-JSON answer means "no
         # identity endpoint here" (test_chain.py).
         credential.get_token(VAULT)
@@ -326,7 +326,7 @@ def test_aks_workload_identity_is_unavailable(monkeypatch: pytest.MonkeyPatch, i
 def test_deadline(emulator_factory: Any) -> None:
     e = emulator_factory()
     e.faults({"kind": "status", "status": 503})
-    cache = quick(deadline=1.5, backoff=0.1)
+    cache = quick(deadline_s=1.5, backoff_s=0.1)
     with pytest.raises(ManagedIdentityError) as caught:
         ManagedIdentityCredential(endpoint=e.url, cache=cache).get_token(ARM)
     assert caught.value.code == "deadline" and caught.value.status_code == 503
@@ -362,7 +362,7 @@ def test_ctrl_c_interrupts_a_waiting_call_and_the_fetch_still_fills_the_cache(
 def test_refresh_renews_in_the_background_and_a_failed_one_keeps_the_token(emulator_factory: Any) -> None:
     # 362 s tokens with a 360 s margin: a refresh is due about 2 s after the fetch.
     e = emulator_factory("--token-lifetime", "362")
-    cache = TokenCache(refresh_margin=360, min_lifetime=1, backoff=0.1, eager_retry=0.2)
+    cache = TokenCache(refresh_margin_s=360, min_lifetime_s=1, backoff_s=0.1, eager_retry_s=0.2)
     credential = ManagedIdentityCredential(endpoint=e.url, cache=cache)
     first = credential.get_token(ARM)
     e.faults({"kind": "status", "status": 500})
@@ -404,7 +404,7 @@ def test_single_flight_16_threads(emulator_factory: Any) -> None:
 
 def test_1000_credentials_for_1000_identities(emulator_factory: Any) -> None:
     e = emulator_factory("--identities", "1000", "--rate", "500", "--concurrency", "16")
-    cache = TokenCache(rate=125, rate_window=0.25, in_flight=16)
+    cache = TokenCache(rate=125, rate_window_s=0.25, in_flight=16)
     credentials = [
         ManagedIdentityCredential(client_id=e.user(i)["client_id"], endpoint=e.url, cache=cache)
         for i in range(1, 1001)
@@ -571,7 +571,7 @@ def test_logging_of_throttling_failures_and_refreshes(
     caplog.set_level(logging.DEBUG, logger="imds_cache")
     e = emulator_factory("--token-lifetime", "362", "--identities", "1")
     # One request start per second: a burst of three keys waits for the budget.
-    cache = quick(rate=1, rate_window=1.0, refresh_margin=360, min_lifetime=1)
+    cache = quick(rate=1, rate_window_s=1.0, refresh_margin_s=360, min_lifetime_s=1)
     ok, total, errors = cache.prefetch([None], [ARM, VAULT, STORAGE], endpoint=e.url)
     assert (ok, total, errors) == (3, 3, [])
     assert _has(_records(caplog), logging.INFO, "throttled", "system-assigned", "request budget")
@@ -607,7 +607,7 @@ def test_errors_carry_code_and_description_and_no_token(emulator_factory: Any) -
     ManagedIdentityCredential(endpoint=e.url, cache=TokenCache()).get_token(ARM)
     e.faults({"kind": "status", "status": 500})
     with pytest.raises(ManagedIdentityError) as caught:
-        ManagedIdentityCredential(endpoint=e.url, cache=quick(deadline=0.5, backoff=0.05)).get_token(VAULT)
+        ManagedIdentityCredential(endpoint=e.url, cache=quick(deadline_s=0.5, backoff_s=0.05)).get_token(VAULT)
     error = caught.value
     assert error.code == "deadline" and "server" in error.description.lower() or "500" in error.description
     for text in (str(error), repr(error), error.description, error.message):

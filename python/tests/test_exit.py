@@ -76,7 +76,7 @@ CACHES = [TokenCache() for _ in range(3)]
 CREDENTIALS = [ManagedIdentityCredential(endpoint=ENDPOINT, cache=c) for c in CACHES]
 CREDENTIALS[0].get_token(SCOPES[0])
 for i, credential in enumerate(CREDENTIALS):
-    credential.cache.prefetch([None], SCOPES[1 + i * 3 : 4 + i * 3], timeout=0.001)
+    credential.cache.prefetch([None], SCOPES[1 + i * 3 : 4 + i * 3], timeout_s=0.001)
 print("done")
 """
 

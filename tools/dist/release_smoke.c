@@ -18,7 +18,7 @@ int main(int argc, char **argv) {
     imds_cache_identity identity;
     const char *resource = "https://management.azure.com";
     size_t len = 0;
-    uint64_t expires_on = 0;
+    uint64_t expires_on_s = 0;
     imds_cache_result r;
     if (argc != 3) {
         fprintf(stderr, "usage: %s EMULATOR_URL VERSION\n", argv[0]);
@@ -44,13 +44,13 @@ int main(int argc, char **argv) {
     imds_cache_config_free(config);
     imds_cache_identity_system(&identity);
     r = imds_cache_get_token(cache, &identity, (const uint8_t *)resource, strlen(resource), token,
-                             sizeof token, &len, &expires_on);
+                             sizeof token, &len, &expires_on_s);
     imds_cache_free(cache);
     if (r != IMDS_CACHE_RESULT_OK || len == 0) {
         fprintf(stderr, "release_smoke: imds_cache_get_token returned %d\n", (int)r);
         return 1;
     }
     printf("release_smoke: imds_cache %s: a %zu-byte token, expires at %llu\n", IMDS_CACHE_VERSION,
-           len, (unsigned long long)expires_on);
+           len, (unsigned long long)expires_on_s);
     return 0;
 }

@@ -45,29 +45,29 @@ pub enum Lookup {
         /// Token length.
         len: usize,
         /// Expiry, ms.
-        expires_on: u64,
+        expires_on_ms: u64,
         /// A refresh this caller should perform.
         refresh: Option<Ticket>,
     },
     /// No usable token: fetch one with this ticket.
     Fetch(Ticket),
-    /// Another caller is fetching and there is no valid token; ask again at `retry_at` at the
+    /// Another caller is fetching and there is no valid token; ask again at `retry_at_ms` at the
     /// latest (when that fetch's lease ends) or when it completes.
     Pending {
         /// When the other fetch's lease ends.
-        retry_at: u64,
+        retry_at_ms: u64,
     },
-    /// The endpoint's request budget is spent until `retry_at`.
+    /// The endpoint's request budget is spent until `retry_at_ms`.
     Throttled {
         /// When a request may start.
-        retry_at: u64,
+        retry_at_ms: u64,
     },
-    /// The last fetch failed; no new one before `retry_at` (backoff or negative cache).
+    /// The last fetch failed; no new one before `retry_at_ms` (backoff or negative cache).
     Failed {
         /// What went wrong.
         error: Failure,
         /// When a fetch may be tried again.
-        retry_at: u64,
+        retry_at_ms: u64,
     },
     /// The token does not fit in the buffer; `needed` bytes would.
     BufferTooSmall {
@@ -86,7 +86,7 @@ pub enum Peek {
         /// Token length.
         len: usize,
         /// Expiry, ms.
-        expires_on: u64,
+        expires_on_ms: u64,
         /// This caller, and no other for this refresh, should call
         /// [`TokenCache::lookup`](crate::TokenCache::lookup) (behind the writer's lock) to take
         /// the refresh ticket; the token in the buffer is good meanwhile.
@@ -123,23 +123,23 @@ pub enum Done<'b> {
         /// Its length.
         len: usize,
         /// Its expiry, ms.
-        expires_on: u64,
+        expires_on_ms: u64,
     },
-    /// A transient failure: a lookup after `retry_at` hands out a new ticket.
+    /// A transient failure: a lookup after `retry_at_ms` hands out a new ticket.
     Retry {
         /// What went wrong.
         failure: Failure,
         /// When to try again.
-        retry_at: u64,
+        retry_at_ms: u64,
         /// The error body's code and description.
         detail: ErrorDetail,
     },
-    /// A terminal failure (or "unavailable"), negative-cached until `retry_at`.
+    /// A terminal failure (or "unavailable"), negative-cached until `retry_at_ms`.
     Failed {
         /// What went wrong.
         failure: Failure,
         /// Until when it is remembered.
-        retry_at: u64,
+        retry_at_ms: u64,
         /// The error body's code and description.
         detail: ErrorDetail,
     },
@@ -180,7 +180,7 @@ pub enum CacheError {
     /// The endpoint's budget has no room for the challenge's second request yet.
     Throttled {
         /// When a request may start.
-        retry_at: u64,
+        retry_at_ms: u64,
     },
     /// The request could not be written.
     Request(RequestError),

@@ -82,22 +82,22 @@ fn write(c: &mut Cache, clock: &AtomicU64) {
     let mut out = [0u8; 256];
     for round in 0..ROUNDS {
         // 56 minutes a round: a token of the round before is due for refresh, not expired.
-        let now = T0 + round * 56 * 60_000;
-        clock.store(now, core::sync::atomic::Ordering::Relaxed);
+        let now_ms = T0 + round * 56 * 60_000;
+        clock.store(now_ms, core::sync::atomic::Ordering::Relaxed);
         let keys: &[usize] = if round % 4 == 3 { &[0, 2] } else { &[0, 1] };
         for &k in keys {
-            let t = match c.lookup(&key(k), now, &mut out).unwrap() {
+            let t = match c.lookup(&key(k), now_ms, &mut out).unwrap() {
                 Lookup::Fetch(t) => t,
                 Lookup::Hit {
                     refresh: Some(t), ..
                 } => t,
                 _ => continue,
             };
-            let mut r = response(&token(k, round), now + H);
-            let _ = c.feed(t, &mut r, now).unwrap();
+            let mut r = response(&token(k, round), now_ms + H);
+            let _ = c.feed(t, &mut r, now_ms).unwrap();
         }
         if round % 5 == 4 {
-            c.invalidate(&key(0), now);
+            c.invalidate(&key(0), now_ms);
         }
     }
 }
@@ -112,8 +112,8 @@ fn peeks_racing_the_writer_return_whole_tokens_only() {
             let mut out = [0u8; 256];
             let (mut hits, mut i) = (0u32, 0usize);
             while !done.load(core::sync::atomic::Ordering::Relaxed) {
-                let (k, now) = (i % 3, clock.load(core::sync::atomic::Ordering::Relaxed));
-                if let Peek::Hit { len, .. } = reader.peek(&key(k), now, &mut out) {
+                let (k, now_ms) = (i % 3, clock.load(core::sync::atomic::Ordering::Relaxed));
+                if let Peek::Hit { len, .. } = reader.peek(&key(k), now_ms, &mut out) {
                     assert!(is_token_of(k, &out[..len]), "torn: {:?}", &out[..len]);
                     hits += 1;
                 }
@@ -126,9 +126,9 @@ fn peeks_racing_the_writer_return_whole_tokens_only() {
         let _ = peeks.join().unwrap();
     });
     // Quiet now: a peek agrees with a lookup.
-    let now = clock.load(core::sync::atomic::Ordering::Relaxed);
+    let now_ms = clock.load(core::sync::atomic::Ordering::Relaxed);
     let mut out = [0u8; 256];
-    let Peek::Hit { len, .. } = reader.peek(&key(1), now, &mut out) else {
+    let Peek::Hit { len, .. } = reader.peek(&key(1), now_ms, &mut out) else {
         panic!("key 1 holds a token");
     };
     assert!(is_token_of(1, &out[..len]));
@@ -144,7 +144,7 @@ fn exactly_one_peek_is_sent_to_refresh() {
     let _ = c.feed(t, &mut response(&token(0, 0), T0 + H), T0).unwrap();
     let reader = c.reader();
     let due = T0 + 56 * 60_000;
-    let peek = |now| match reader.peek(&key(0), now, &mut [0u8; 256]) {
+    let peek = |now_ms| match reader.peek(&key(0), now_ms, &mut [0u8; 256]) {
         Peek::Hit { refresh_due, .. } => refresh_due,
         other => panic!("{other:?}"),
     };

@@ -77,9 +77,9 @@ fn setup() -> (Cache, Ticket, u64) {
 }
 
 /// What a peek may answer while `OLD` is replaced by `NEW`: either token whole, or a miss.
-fn check(reader: &Reader<BufferStorage<Arc<[Word]>>>, now: u64) {
+fn check(reader: &Reader<BufferStorage<Arc<[Word]>>>, now_ms: u64) {
     let mut out = [0u8; 64];
-    match reader.peek(&key(), now, &mut out) {
+    match reader.peek(&key(), now_ms, &mut out) {
         Peek::Hit { len, .. } => {
             let got = &out[..len];
             assert!(got == OLD || got == NEW, "torn token {got:?}");

@@ -1,11 +1,11 @@
 //! The fixed-capacity token cache: lookup, tickets, single-flight, refresh, retry, budget,
 //! eviction (D3–D9, D13).
 //!
-//! Call order, as a driver sees it (quinn-proto style: every input carries `now`, in ms):
+//! Call order, as a driver sees it (quinn-proto style: every input carries `now_ms`, in ms):
 //!
 //! 1. [`TokenCache::lookup`] answers a [`Lookup`]. On `Hit` use the token (and if it carries a
 //!    refresh ticket, refresh in the background); on `Fetch` go on with 2; on `Pending`,
-//!    `Throttled` or `Failed` wait until `retry_at` (or a completion) and look up again.
+//!    `Throttled` or `Failed` wait until `retry_at_ms` (or a completion) and look up again.
 //! 2. [`TokenCache::request_at`] writes the request for the ticket; send it.
 //! 3. Feed every byte received so far to [`TokenCache::feed`] until it answers
 //!    [`Feed::Done`]; call [`TokenCache::eof`] when the peer closes first, or
@@ -63,7 +63,7 @@ pub struct TokenCache<S: Storage> {
     budgets: [Budget; Flavour::COUNT],
     stats: Stats,
     alloc: Alloc,
-    last_now: u64,
+    last_now_ms: u64,
     rng: Rng,
     hand: u32,
     block_size: usize,
@@ -107,7 +107,7 @@ impl<const SLOTS: usize, const BLOCKS: usize> TokenCache<ArrayStorage<SLOTS, BLO
                 lease_lapses: 0,
             },
             alloc: Alloc::new(BLOCKS as u32),
-            last_now: 0,
+            last_now_ms: 0,
             hand: 0,
             block_size: crate::storage::BLOCK_SIZE,
         }
@@ -149,7 +149,7 @@ impl<S: Storage> TokenCache<S> {
             budgets: [Budget::EMPTY; Flavour::COUNT],
             stats: Stats::default(),
             alloc: Alloc::new(blocks),
-            last_now: 0,
+            last_now_ms: 0,
             hand: 0,
         })
     }
@@ -197,41 +197,42 @@ impl<S: Storage> TokenCache<S> {
         self.storage.slots().len()
     }
 
-    /// Requests in flight to `flavour`'s endpoint at `now`.
-    pub fn in_flight(&self, flavour: Flavour, now: u64) -> u32 {
-        self.budgets[flavour as usize].in_flight(now)
+    /// Requests in flight to `flavour`'s endpoint at `now_ms`.
+    pub fn in_flight(&self, flavour: Flavour, now_ms: u64) -> u32 {
+        self.budgets[flavour as usize].in_flight(now_ms)
     }
 
     /// Clamps time to be non-decreasing (D1).
-    fn clock(&mut self, now: u64) -> u64 {
-        self.last_now = self.last_now.max(now);
-        self.last_now
+    fn clock(&mut self, now_ms: u64) -> u64 {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
+        self.last_now_ms
     }
 
-    /// Looks `key` up at `now`, copying a usable token into `out` (D5). O(1) on average.
+    /// Looks `key` up at `now_ms`, copying a usable token into `out` (D5). O(1) on average.
     pub fn lookup(
         &mut self,
         key: &Key<'_>,
-        now: u64,
+        now_ms: u64,
         out: &mut [u8],
     ) -> Result<Lookup, CacheError> {
-        let now = self.clock(now);
+        let now_ms = self.clock(now_ms);
         let hash = key.hash();
         let Some(s) = self.find(key, hash) else {
             self.stats.misses += 1;
-            if let Err(retry_at) = self.budgets[key.flavour as usize].check(&self.config, now) {
+            if let Err(retry_at_ms) = self.budgets[key.flavour as usize].check(&self.config, now_ms)
+            {
                 self.stats.throttled += 1;
-                return Ok(Lookup::Throttled { retry_at });
+                return Ok(Lookup::Throttled { retry_at_ms });
             }
-            let s = self.insert(key, hash, now)?;
-            return Ok(Lookup::Fetch(self.issue(s, now)));
+            let s = self.insert(key, hash, now_ms)?;
+            return Ok(Lookup::Fetch(self.issue(s, now_ms)));
         };
         let mut slot = self.slot(s);
-        if slot.lease_until != 0 && slot.lease_until <= now {
-            self.lapse(s, now);
+        if slot.lease_until_ms != 0 && slot.lease_until_ms <= now_ms {
+            self.lapse(s, now_ms);
             slot = self.slot(s);
         }
-        if self.usable(&slot, now) {
+        if self.usable(&slot, now_ms) {
             let len = slot.token_len as usize;
             let Some(out) = out.get_mut(..len) else {
                 return Ok(Lookup::BufferTooSmall { needed: len });
@@ -242,13 +243,15 @@ impl<S: Storage> TokenCache<S> {
                 slots.set_referenced(s, true);
             }
             self.stats.hits += 1;
-            let refresh =
-                if now >= slot.refresh_on && !slot.live_ticket(now) && now >= slot.retry_at {
-                    self.try_issue(s, now)
-                        .inspect(|_| self.stats.refreshes += 1)
-                } else {
-                    None
-                };
+            let refresh = if now_ms >= slot.refresh_on_ms
+                && !slot.live_ticket(now_ms)
+                && now_ms >= slot.retry_at_ms
+            {
+                self.try_issue(s, now_ms)
+                    .inspect(|_| self.stats.refreshes += 1)
+            } else {
+                None
+            };
             if refresh.is_none() {
                 // A reader that claimed this refresh (`refresh_due`) sent its caller here for
                 // nothing: let the next one claim it.
@@ -256,42 +259,42 @@ impl<S: Storage> TokenCache<S> {
             }
             return Ok(Lookup::Hit {
                 len,
-                expires_on: slot.expires_on,
+                expires_on_ms: slot.expires_on_ms,
                 refresh,
             });
         }
         self.stats.misses += 1;
-        if slot.live_ticket(now) {
+        if slot.live_ticket(now_ms) {
             self.stats.coalesced += 1;
             return Ok(Lookup::Pending {
-                retry_at: slot.lease_until,
+                retry_at_ms: slot.lease_until_ms,
             });
         }
-        if now < slot.retry_at {
+        if now_ms < slot.retry_at_ms {
             if let Some(error) = failure_of(&slot) {
                 return Ok(Lookup::Failed {
                     error,
-                    retry_at: slot.retry_at,
+                    retry_at_ms: slot.retry_at_ms,
                 });
             }
         }
         let flavour = key.flavour as usize;
-        match self.budgets[flavour].check(&self.config, now) {
-            Ok(()) => Ok(Lookup::Fetch(self.issue(s, now))),
-            Err(retry_at) => {
+        match self.budgets[flavour].check(&self.config, now_ms) {
+            Ok(()) => Ok(Lookup::Fetch(self.issue(s, now_ms))),
+            Err(retry_at_ms) => {
                 self.stats.throttled += 1;
-                Ok(Lookup::Throttled { retry_at })
+                Ok(Lookup::Throttled { retry_at_ms })
             }
         }
     }
 
     /// When `key`'s token is due for refresh (ms), if it holds a usable one: lets a caller
     /// that keeps its own copy (the Python credential) reuse it until then.
-    pub fn refresh_on(&mut self, key: &Key<'_>, now: u64) -> Option<u64> {
-        let now = self.clock(now);
+    pub fn refresh_on_ms(&mut self, key: &Key<'_>, now_ms: u64) -> Option<u64> {
+        let now_ms = self.clock(now_ms);
         let s = self.find(key, key.hash())?;
         let slot = self.slot(s);
-        self.usable(&slot, now).then_some(slot.refresh_on)
+        self.usable(&slot, now_ms).then_some(slot.refresh_on_ms)
     }
 
     /// Gives back every live ticket (D12: after `fork`, the threads that held them do not exist
@@ -299,7 +302,7 @@ impl<S: Storage> TokenCache<S> {
     pub fn release_all_tickets(&mut self) {
         for s in 0..self.storage.slots().len() as u32 {
             let slot = self.slot(s);
-            if slot.occupied() && slot.lease_until != 0 {
+            if slot.occupied() && slot.lease_until_ms != 0 {
                 self.release(
                     s,
                     Ticket {
@@ -313,14 +316,14 @@ impl<S: Storage> TokenCache<S> {
 
     /// Drops `key`'s token (after a downstream 401 or a claims challenge); its bytes are wiped.
     /// Returns whether a token was dropped.
-    pub fn invalidate(&mut self, key: &Key<'_>, now: u64) -> bool {
-        let now = self.clock(now);
+    pub fn invalidate(&mut self, key: &Key<'_>, now_ms: u64) -> bool {
+        let now_ms = self.clock(now_ms);
         let Some(s) = self.find(key, key.hash()) else {
             return false;
         };
         let slot = self.slot(s);
         let had = slot.has_token();
-        if slot.live_ticket(now) {
+        if slot.live_ticket(now_ms) {
             let mut parts = self.storage.parts_for(s);
             parts.wipe_from(slot.head, slot.key_len as usize);
             parts.slot_mut(s).drop_token();
@@ -333,16 +336,16 @@ impl<S: Storage> TokenCache<S> {
     /// The earliest time something is due: a refresh, a retry of a refresh, or a lease end.
     /// `None` when nothing is scheduled. O(capacity).
     pub fn next_deadline(&self) -> Option<u64> {
-        let now = self.last_now;
+        let now_ms = self.last_now_ms;
         self.storage
             .slots()
             .iter()
             .filter(|s| s.occupied())
             .filter_map(|s| {
-                if s.lease_until != 0 {
-                    Some(s.lease_until)
-                } else if self.usable(&s, now) {
-                    Some(s.refresh_on.max(s.retry_at))
+                if s.lease_until_ms != 0 {
+                    Some(s.lease_until_ms)
+                } else if self.usable(&s, now_ms) {
+                    Some(s.refresh_on_ms.max(s.retry_at_ms))
                 } else {
                     None
                 }
@@ -353,31 +356,31 @@ impl<S: Storage> TokenCache<S> {
     /// For a background refresher: hands out a refresh ticket for one due entry, or says when
     /// to call again (`Err(Some(t))`), or that nothing is scheduled (`Err(None)`). Lapsed
     /// leases are released on the way. O(capacity).
-    pub fn poll_refresh(&mut self, now: u64) -> Result<Ticket, Option<u64>> {
-        let now = self.clock(now);
+    pub fn poll_refresh(&mut self, now_ms: u64) -> Result<Ticket, Option<u64>> {
+        let now_ms = self.clock(now_ms);
         let mut due = None;
         for s in 0..self.storage.slots().len() as u32 {
             let slot = self.slot(s);
             if !slot.occupied() {
                 continue;
             }
-            self.lapse(s, now);
+            self.lapse(s, now_ms);
             if due.is_none()
-                && self.usable(&slot, now)
-                && slot.lease_until <= now
-                && now >= slot.refresh_on.max(slot.retry_at)
+                && self.usable(&slot, now_ms)
+                && slot.lease_until_ms <= now_ms
+                && now_ms >= slot.refresh_on_ms.max(slot.retry_at_ms)
             {
                 due = Some(s);
             }
         }
         if let Some(s) = due {
             let flavour = self.slot(s).flavour as usize;
-            if let Err(retry_at) = self.budgets[flavour].check(&self.config, now) {
+            if let Err(retry_at_ms) = self.budgets[flavour].check(&self.config, now_ms) {
                 self.stats.throttled += 1;
-                return Err(Some(retry_at));
+                return Err(Some(retry_at_ms));
             }
             self.stats.refreshes += 1;
-            return Ok(self.issue(s, now));
+            return Ok(self.issue(s, now_ms));
         }
         Err(self.next_deadline())
     }

@@ -74,7 +74,7 @@ impl<S: Storage> Table<S> {
     pub(super) fn peek(
         &self,
         key: &Key<'_>,
-        now: u64,
+        now_ms: u64,
         min_lifetime_ms: u64,
         out: &mut [u8],
     ) -> Peek {
@@ -88,7 +88,7 @@ impl<S: Storage> Table<S> {
                 index,
                 hash,
                 Ordering::Acquire,
-                |s| match self.read(s, hash, key, now, min_lifetime_ms, out) {
+                |s| match self.read(s, hash, key, now_ms, min_lifetime_ms, out) {
                     Read::Other => false,
                     Read::Found(found) => {
                         answer = found;
@@ -113,7 +113,7 @@ impl<S: Storage> Table<S> {
         s: u32,
         hash: u32,
         key: &Key<'_>,
-        now: u64,
+        now_ms: u64,
         min_lifetime_ms: u64,
         out: &mut [u8],
     ) -> Read {
@@ -133,7 +133,7 @@ impl<S: Storage> Table<S> {
                 Some(is) => is,
                 None => return wiped(out, 0),
             };
-        let usable = is_key && usable(&slot, now, min_lifetime_ms);
+        let usable = is_key && usable(&slot, now_ms, min_lifetime_ms);
         let len = slot.token_len as usize;
         let copied = if usable && len <= out.len() {
             if !self.copy_token(&slot, &mut out[..len]) {
@@ -164,13 +164,13 @@ impl<S: Storage> Table<S> {
         if load(&words[REFERENCED]) == 0 {
             words[REFERENCED].store(1, Ordering::Relaxed);
         }
-        let refresh_due = now >= slot.refresh_on
-            && !slot.live_ticket(now)
-            && now >= slot.retry_at
+        let refresh_due = now_ms >= slot.refresh_on_ms
+            && !slot.live_ticket(now_ms)
+            && now_ms >= slot.retry_at_ms
             && claim(&words[CLAIM], slot.generation);
         Read::Found(Peek::Hit {
             len,
-            expires_on: slot.expires_on,
+            expires_on_ms: slot.expires_on_ms,
             refresh_due,
         })
     }

@@ -15,21 +15,21 @@ const RESPONSE_SLACK: usize = 4096;
 impl<S: Storage> TokenCache<S> {
     /// Writes the request for `ticket` to `endpoint` into `out` (D6). The endpoint carries
     /// the secrets read from the environment now (D11). The request's start is counted
-    /// against the budget from `now` rather than from when the ticket was handed out, which
+    /// against the budget from `now_ms` rather than from when the ticket was handed out, which
     /// keeps the budget true at the endpoint when a driver waits (for a lock, a thread)
     /// between the two.
     pub fn request_at<'e>(
         &mut self,
         ticket: Ticket,
         endpoint: &Endpoint<'e>,
-        now: u64,
+        now_ms: u64,
         out: &mut [u8],
     ) -> Result<RequestDescriptor<'e>, CacheError> {
-        let now = self.clock(now);
+        let now_ms = self.clock(now_ms);
         let descriptor = self.write_request(ticket, endpoint, None, out)?;
         let flavour = self.slot(ticket.slot).flavour as usize;
         if let Some(b) = self.budgets.get_mut(flavour) {
-            b.restamp(ticket.to_bits(), now);
+            b.restamp(ticket.to_bits(), now_ms);
         }
         Ok(descriptor)
     }
@@ -41,8 +41,8 @@ impl<S: Storage> TokenCache<S> {
         authorization: Option<&[u8]>,
         out: &mut [u8],
     ) -> Result<RequestDescriptor<'e>, CacheError> {
-        let now = self.last_now;
-        let s = self.live(ticket, now)?;
+        let now_ms = self.last_now_ms;
+        let s = self.live(ticket, now_ms)?;
         let slot = self.slot(s);
         let mut buf = [0u8; MAX_KEY_LEN];
         let key = self
@@ -62,7 +62,7 @@ impl<S: Storage> TokenCache<S> {
         ticket: Ticket,
         buf: &'b mut [u8],
     ) -> Result<Key<'b>, CacheError> {
-        let s = self.live(ticket, self.last_now)?;
+        let s = self.live(ticket, self.last_now_ms)?;
         self.read_key(&self.slot(s), buf)
             .ok_or(CacheError::StaleTicket)
     }
@@ -74,9 +74,9 @@ impl<S: Storage> TokenCache<S> {
         &mut self,
         ticket: Ticket,
         bytes: &'b mut [u8],
-        now: u64,
+        now_ms: u64,
     ) -> Result<Feed<'b>, CacheError> {
-        self.receive(ticket, bytes, false, now)
+        self.receive(ticket, bytes, false, now_ms)
     }
 
     /// The connection closed after `bytes`: a body delimited by the close ends here, anything
@@ -85,16 +85,16 @@ impl<S: Storage> TokenCache<S> {
         &mut self,
         ticket: Ticket,
         bytes: &'b mut [u8],
-        now: u64,
+        now_ms: u64,
     ) -> Result<Done<'b>, CacheError> {
-        match self.receive(ticket, bytes, true, now)? {
+        match self.receive(ticket, bytes, true, now_ms)? {
             Feed::Done(done) => Ok(done),
             Feed::NeedMore => Ok(self.settle(
                 ticket,
                 Failure::new(FailureKind::Truncated),
                 None,
                 ErrorDetail::default(),
-                now,
+                now_ms,
             )?),
         }
     }
@@ -104,10 +104,10 @@ impl<S: Storage> TokenCache<S> {
         ticket: Ticket,
         bytes: &'b mut [u8],
         eof: bool,
-        now: u64,
+        now_ms: u64,
     ) -> Result<Feed<'b>, CacheError> {
-        let now = self.clock(now);
-        let s = self.live(ticket, now)?;
+        let now_ms = self.clock(now_ms);
+        let s = self.live(ticket, now_ms)?;
         let max = self.config.max_token_bytes + RESPONSE_SLACK;
         let response = match http::parse_response(bytes, eof, max) {
             Ok(Parsed::NeedMore) => return Ok(Feed::NeedMore),
@@ -123,21 +123,21 @@ impl<S: Storage> TokenCache<S> {
                     Failure::new(kind),
                     None,
                     ErrorDetail::default(),
-                    now,
+                    now_ms,
                 )?;
                 return Ok(Feed::Done(done));
             }
         };
         let slot = self.slot(s);
         let flavour = Flavour::from_u8(slot.flavour).unwrap_or(Flavour::Imds);
-        let request_secs = slot.issued_at / 1000;
+        let request_secs = slot.issued_at_ms / 1000;
         let done = match response::classify(
             flavour,
             &response,
             request_secs,
             self.config.max_token_bytes,
         ) {
-            Classified::Token(body) => self.store(ticket, s, &body, now)?,
+            Classified::Token(body) => self.store(ticket, s, &body, now_ms)?,
             Classified::Challenge(challenge) => {
                 let answered = slot.answered();
                 match request::arc_key_path(challenge, self.config.arc_key_dir()) {
@@ -150,7 +150,7 @@ impl<S: Storage> TokenCache<S> {
                             kind: FailureKind::BadChallenge,
                             status: response.status,
                         };
-                        self.settle(ticket, f, None, ErrorDetail::default(), now)?
+                        self.settle(ticket, f, None, ErrorDetail::default(), now_ms)?
                     }
                 }
             }
@@ -162,7 +162,7 @@ impl<S: Storage> TokenCache<S> {
                 if !self.ever_ok(flavour as usize) {
                     failure.kind = failure.kind.at_first_contact(response.body);
                 }
-                self.settle(ticket, failure, retry_after, body.detail(), now)?
+                self.settle(ticket, failure, retry_after, body.detail(), now_ms)?
             }
         };
         Ok(Feed::Done(done))
@@ -181,11 +181,11 @@ impl<S: Storage> TokenCache<S> {
         ticket: Ticket,
         endpoint: &Endpoint<'e>,
         key: &[u8],
-        now: u64,
+        now_ms: u64,
         out: &mut [u8],
     ) -> Result<RequestDescriptor<'e>, CacheError> {
-        let now = self.clock(now);
-        let s = self.live(ticket, now)?;
+        let now_ms = self.clock(now_ms);
+        let s = self.live(ticket, now_ms)?;
         let slot = self.slot(s);
         if !slot.challenged() {
             return Err(CacheError::NoChallenge);
@@ -194,16 +194,16 @@ impl<S: Storage> TokenCache<S> {
             Ok(k) => k,
             Err(e) => {
                 let f = Failure::new(FailureKind::BadChallenge);
-                let _ = self.settle(ticket, f, None, ErrorDetail::default(), now)?;
+                let _ = self.settle(ticket, f, None, ErrorDetail::default(), now_ms)?;
                 return Err(CacheError::ArcKey(e));
             }
         };
         let flavour = Flavour::Arc as usize;
         self.budgets[flavour]
-            .check_rate(&self.config, now)
-            .map_err(|retry_at| CacheError::Throttled { retry_at })?;
+            .check_rate(&self.config, now_ms)
+            .map_err(|retry_at_ms| CacheError::Throttled { retry_at_ms })?;
         let descriptor = self.write_request(ticket, endpoint, Some(key), out)?;
-        self.budgets[flavour].record_start(now);
+        self.budgets[flavour].record_start(now_ms);
         self.slot_mut(s).set_answered();
         Ok(descriptor)
     }
@@ -214,10 +214,10 @@ impl<S: Storage> TokenCache<S> {
         &mut self,
         ticket: Ticket,
         transport: Transport,
-        now: u64,
+        now_ms: u64,
     ) -> Result<Done<'static>, CacheError> {
-        let now = self.clock(now);
-        let s = self.live(ticket, now)?;
+        let now_ms = self.clock(now_ms);
+        let s = self.live(ticket, now_ms)?;
         let flavour = self.slot(s).flavour as usize;
         let kind = match transport {
             Transport::Refused | Transport::Unreachable if !self.ever_ok(flavour) => {
@@ -232,25 +232,25 @@ impl<S: Storage> TokenCache<S> {
             Failure::new(kind),
             None,
             ErrorDetail::default(),
-            now,
+            now_ms,
         )
     }
 
     /// Gives a ticket back without an outcome: the next lookup may fetch at once.
     pub fn cancel(&mut self, ticket: Ticket) -> Result<(), CacheError> {
-        let s = self.live(ticket, self.last_now)?;
+        let s = self.live(ticket, self.last_now_ms)?;
         self.release(s, ticket);
         Ok(())
     }
 
     /// The slot of a live ticket, or `StaleTicket` (counted).
-    pub(super) fn live(&mut self, ticket: Ticket, now: u64) -> Result<u32, CacheError> {
+    pub(super) fn live(&mut self, ticket: Ticket, now_ms: u64) -> Result<u32, CacheError> {
         let ok = self
             .storage
             .slots()
             .get(ticket.slot as usize)
             .is_some_and(|slot| {
-                slot.occupied() && slot.generation == ticket.generation && slot.live_ticket(now)
+                slot.occupied() && slot.generation == ticket.generation && slot.live_ticket(now_ms)
             });
         if ok {
             Ok(ticket.slot)
@@ -261,9 +261,9 @@ impl<S: Storage> TokenCache<S> {
     }
 
     /// Ends a lapsed lease: its ticket becomes stale and another caller may fetch.
-    pub(super) fn lapse(&mut self, s: u32, now: u64) {
+    pub(super) fn lapse(&mut self, s: u32, now_ms: u64) {
         let slot = self.slot(s);
-        if slot.lease_until != 0 && slot.lease_until <= now {
+        if slot.lease_until_ms != 0 && slot.lease_until_ms <= now_ms {
             let ticket = Ticket {
                 slot: s,
                 generation: slot.generation,
@@ -280,18 +280,18 @@ impl<S: Storage> TokenCache<S> {
             b.end(ticket.to_bits());
         }
         let mut e = self.slot_mut(s);
-        e.lease_until = 0;
+        e.lease_until_ms = 0;
         e.generation = e.generation.wrapping_add(1);
         e.end_challenge();
     }
 
     /// Hands out a ticket for slot `s` (the budget was checked).
-    pub(super) fn issue(&mut self, s: u32, now: u64) -> Ticket {
-        let lease_until = now.saturating_add(self.config.fetch_timeout_ms);
+    pub(super) fn issue(&mut self, s: u32, now_ms: u64) -> Ticket {
+        let lease_until_ms = now_ms.saturating_add(self.config.fetch_timeout_ms);
         let mut e = self.slot_mut(s);
         e.generation = e.generation.wrapping_add(1);
-        e.lease_until = lease_until;
-        e.issued_at = now;
+        e.lease_until_ms = lease_until_ms;
+        e.issued_at_ms = now_ms;
         let (ticket, flavour) = (
             Ticket {
                 slot: s,
@@ -301,19 +301,19 @@ impl<S: Storage> TokenCache<S> {
         );
         drop(e);
         if let Some(b) = self.budgets.get_mut(flavour as usize) {
-            b.begin(ticket.to_bits(), now, lease_until);
+            b.begin(ticket.to_bits(), now_ms, lease_until_ms);
         }
         self.stats.fetches += 1;
         ticket
     }
 
     /// A ticket if the budget allows one (a refresh is optional: a full budget skips it).
-    pub(super) fn try_issue(&mut self, s: u32, now: u64) -> Option<Ticket> {
+    pub(super) fn try_issue(&mut self, s: u32, now_ms: u64) -> Option<Ticket> {
         let flavour = self.slot(s).flavour as usize;
-        if self.budgets[flavour].check(&self.config, now).is_err() {
+        if self.budgets[flavour].check(&self.config, now_ms).is_err() {
             self.stats.throttled += 1;
             return None;
         }
-        Some(self.issue(s, now))
+        Some(self.issue(s, now_ms))
     }
 }

@@ -11,7 +11,7 @@ use crate::storage::{chain_is_run, Cursor, Slot, Storage};
 /// How to treat a failure once classified.
 struct Disposition {
     class: OutcomeClass,
-    retry_at: u64,
+    retry_at_ms: u64,
 }
 
 impl<S: Storage> TokenCache<S> {
@@ -23,24 +23,24 @@ impl<S: Storage> TokenCache<S> {
         ticket: Ticket,
         s: u32,
         body: &TokenBody<'_>,
-        now: u64,
+        now_ms: u64,
     ) -> Result<Done<'b>, CacheError> {
         let slot = self.slot(s);
-        let expires_on = body.expires_on.saturating_mul(1000);
+        let expires_on_ms = body.expires_on_s.saturating_mul(1000);
         let mut buf = [0u8; MAX_KEY_LEN];
         let key = self
             .read_key(&slot, &mut buf)
             .ok_or(CacheError::StaleTicket)?;
         let reject = if self.config.verify_client_id && !body.client_id_matches(&key.identity) {
             Some(FailureKind::ClientIdMismatch)
-        } else if expires_on <= now.saturating_add(self.config.min_lifetime_ms) {
+        } else if expires_on_ms <= now_ms.saturating_add(self.config.min_lifetime_ms) {
             Some(FailureKind::ExpiredOnArrival)
         } else {
             None
         };
         if let Some(kind) = reject {
             let f = Failure { kind, status: 200 };
-            return self.settle(ticket, f, None, ErrorDetail::default(), now);
+            return self.settle(ticket, f, None, ErrorDetail::default(), now_ms);
         }
         let key_len = slot.key_len as usize;
         let len = body.token_len();
@@ -51,12 +51,12 @@ impl<S: Storage> TokenCache<S> {
             blocks
         };
         while self.alloc.free_blocks < needed {
-            if self.evict(s, now).is_err() {
+            if self.evict(s, now_ms).is_err() {
                 let f = Failure {
                     kind: FailureKind::CacheFull,
                     status: 200,
                 };
-                return self.settle(ticket, f, None, ErrorDetail::default(), now);
+                return self.settle(ticket, f, None, ErrorDetail::default(), now_ms);
             }
         }
         let keys = self.alloc.len;
@@ -77,33 +77,33 @@ impl<S: Storage> TokenCache<S> {
         };
         let mut cursor = parts.cursor_at(head, key_len);
         body.pieces(|piece| parts.write(&mut cursor, piece));
-        let refresh_on = policy::refresh_on(
+        let refresh_on_ms = policy::refresh_on_ms(
             &self.config,
             hash,
-            slot.issued_at,
-            expires_on,
-            body.refresh_in,
+            slot.issued_at_ms,
+            expires_on_ms,
+            body.refresh_in_s,
             keys,
         );
         let run = chain_is_run(parts.links, head);
         let e = parts.slot_mut(s);
         e.head = head;
         e.token_len = len as u32;
-        e.expires_on = expires_on;
-        e.refresh_on = refresh_on;
+        e.expires_on_ms = expires_on_ms;
+        e.refresh_on_ms = refresh_on_ms;
         e.set_token(run);
         e.attempts = 0;
         e.failure = 0;
         e.failure_status = 0;
-        e.retry_at = 0;
-        e.gone_since = 0;
+        e.retry_at_ms = 0;
+        e.gone_since_ms = 0;
         drop(parts);
         self.release(s, ticket);
         if let Some(b) = self.budgets.get_mut(slot.flavour as usize) {
             b.ever_ok = true;
         }
         self.stats.tokens += 1;
-        Ok(Done::Token { len, expires_on })
+        Ok(Done::Token { len, expires_on_ms })
     }
 
     /// Ends `ticket` with a failure: decides when to try again (D7) and remembers it. A token
@@ -114,32 +114,32 @@ impl<S: Storage> TokenCache<S> {
         failure: Failure,
         retry_after: Option<http::RetryAfter>,
         detail: ErrorDetail,
-        now: u64,
+        now_ms: u64,
     ) -> Result<Done<'b>, CacheError> {
         let s = ticket.slot;
         let slot = self.slot(s);
-        let d = self.dispose(&slot, failure, retry_after, now);
+        let d = self.dispose(&slot, failure, retry_after, now_ms);
         let mut e = self.slot_mut(s);
         e.attempts = e.attempts.saturating_add(1);
         e.failure = failure.kind as u8;
         e.failure_status = failure.status;
-        e.retry_at = d.retry_at;
+        e.retry_at_ms = d.retry_at_ms;
         if failure.kind == FailureKind::Gone {
-            if e.gone_since == 0 {
-                e.gone_since = now;
+            if e.gone_since_ms == 0 {
+                e.gone_since_ms = now_ms;
             }
         } else {
-            e.gone_since = 0;
+            e.gone_since_ms = 0;
         }
         drop(e);
         self.release(s, ticket);
-        let retry_at = d.retry_at;
+        let retry_at_ms = d.retry_at_ms;
         Ok(match d.class {
             OutcomeClass::Retry => {
                 self.stats.failures_retry += 1;
                 Done::Retry {
                     failure,
-                    retry_at,
+                    retry_at_ms,
                     detail,
                 }
             }
@@ -147,7 +147,7 @@ impl<S: Storage> TokenCache<S> {
                 self.stats.failures_terminal += 1;
                 Done::Failed {
                     failure,
-                    retry_at,
+                    retry_at_ms,
                     detail,
                 }
             }
@@ -155,31 +155,31 @@ impl<S: Storage> TokenCache<S> {
                 self.stats.failures_unavailable += 1;
                 Done::Failed {
                     failure,
-                    retry_at,
+                    retry_at_ms,
                     detail,
                 }
             }
         })
     }
 
-    /// The class and next-attempt time of a failure for `slot` at `now`.
+    /// The class and next-attempt time of a failure for `slot` at `now_ms`.
     fn dispose(
         &mut self,
         slot: &Slot,
         failure: Failure,
         retry_after: Option<http::RetryAfter>,
-        now: u64,
+        now_ms: u64,
     ) -> Disposition {
         let c = &self.config;
         let mut class = failure.kind.class();
         let mut delay = match class {
             OutcomeClass::Retry if failure.kind == FailureKind::Gone => {
-                let since = if slot.gone_since == 0 {
-                    now
+                let since = if slot.gone_since_ms == 0 {
+                    now_ms
                 } else {
-                    slot.gone_since
+                    slot.gone_since_ms
                 };
-                if now.saturating_sub(since) >= c.gone_window_ms {
+                if now_ms.saturating_sub(since) >= c.gone_window_ms {
                     // 410s for longer than the update window: give up for now.
                     class = OutcomeClass::Terminal;
                     c.negative_ttl_ms
@@ -188,7 +188,7 @@ impl<S: Storage> TokenCache<S> {
                 }
             }
             OutcomeClass::Retry => match retry_after {
-                Some(ra) => policy::retry_after_ms(c, ra, now),
+                Some(ra) => policy::retry_after_ms(c, ra, now_ms),
                 None => {
                     let attempt = u32::from(slot.attempts) + 1;
                     policy::backoff_ms(c, attempt, self.rng.next())
@@ -196,13 +196,13 @@ impl<S: Storage> TokenCache<S> {
             },
             OutcomeClass::Terminal | OutcomeClass::Unavailable => c.negative_ttl_ms,
         };
-        if self.usable(slot, now) {
+        if self.usable(slot, now_ms) {
             // A failed eager refresh: the token still serves; try again no sooner than this.
             delay = delay.max(self.config.eager_retry_ms);
         }
         Disposition {
             class,
-            retry_at: now.saturating_add(delay),
+            retry_at_ms: now_ms.saturating_add(delay),
         }
     }
 }

@@ -19,8 +19,8 @@ impl<S: Storage> TokenCache<S> {
     }
 
     /// A token that may be handed out: present, with at least `min_lifetime_ms` left (D8).
-    pub(super) fn usable(&self, slot: &Slot, now: u64) -> bool {
-        usable(slot, now, self.config.min_lifetime_ms)
+    pub(super) fn usable(&self, slot: &Slot, now_ms: u64) -> bool {
+        usable(slot, now_ms, self.config.min_lifetime_ms)
     }
 
     pub(super) fn find(&mut self, key: &Key<'_>, hash: u32) -> Option<u32> {
@@ -40,7 +40,12 @@ impl<S: Storage> TokenCache<S> {
 
     /// Adds an entry for `key`, evicting if needed (D4). The slot is complete before the
     /// index points at it.
-    pub(super) fn insert(&mut self, key: &Key<'_>, hash: u32, now: u64) -> Result<u32, CacheError> {
+    pub(super) fn insert(
+        &mut self,
+        key: &Key<'_>,
+        hash: u32,
+        now_ms: u64,
+    ) -> Result<u32, CacheError> {
         let key_len = key.encoded_len();
         let blocks = key_len.div_ceil(self.block_size).max(1) as u32;
         let s = loop {
@@ -49,7 +54,7 @@ impl<S: Storage> TokenCache<S> {
                     break s;
                 }
             }
-            self.evict(NIL, now)?;
+            self.evict(NIL, now_ms)?;
         };
         let mut parts = self.storage.parts_for(s);
         let head = parts.alloc_chain(&mut self.alloc, blocks);
@@ -75,13 +80,13 @@ impl<S: Storage> TokenCache<S> {
 
     /// Evicts one entry other than `keep` (D4): one without a usable token first, else the
     /// first not recently used one in CLOCK order; never one with a live ticket.
-    pub(super) fn evict(&mut self, keep: u32, now: u64) -> Result<(), CacheError> {
+    pub(super) fn evict(&mut self, keep: u32, now_ms: u64) -> Result<(), CacheError> {
         let n = self.storage.slots().len() as u32;
         let evictable =
-            |s: u32, slot: &Slot| s != keep && slot.occupied() && !slot.live_ticket(now);
+            |s: u32, slot: &Slot| s != keep && slot.occupied() && !slot.live_ticket(now_ms);
         let victim = (0..n).find(|&s| {
             let slot = self.slot(s);
-            evictable(s, &slot) && !self.usable(&slot, now)
+            evictable(s, &slot) && !self.usable(&slot, now_ms)
         });
         let victim = victim.or_else(|| {
             let slots = self.storage.slots();
@@ -100,7 +105,7 @@ impl<S: Storage> TokenCache<S> {
             None
         });
         let s = victim.ok_or(CacheError::CacheFull)?;
-        self.lapse(s, now);
+        self.lapse(s, now_ms);
         self.remove(s);
         self.stats.evictions += 1;
         Ok(())
@@ -117,10 +122,10 @@ impl<S: Storage> TokenCache<S> {
     }
 }
 
-/// A token that may be handed out at `now`: present, with more than `min_lifetime_ms` left
+/// A token that may be handed out at `now_ms`: present, with more than `min_lifetime_ms` left
 /// (D8). The one rule for `lookup` and `peek`.
-pub(super) fn usable(slot: &Slot, now: u64, min_lifetime_ms: u64) -> bool {
-    slot.has_token() && slot.expires_on > now.saturating_add(min_lifetime_ms)
+pub(super) fn usable(slot: &Slot, now_ms: u64, min_lifetime_ms: u64) -> bool {
+    slot.has_token() && slot.expires_on_ms > now_ms.saturating_add(min_lifetime_ms)
 }
 
 impl<S: Storage> Table<S> {

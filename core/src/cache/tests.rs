@@ -74,31 +74,36 @@ fn token_response(token: &str, expires_on_ms: u64) -> Vec<u8> {
     )
 }
 
-fn fetch<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now: u64) -> Ticket {
-    match c.lookup(k, now, &mut [0; 64]).unwrap() {
+fn fetch<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64) -> Ticket {
+    match c.lookup(k, now_ms, &mut [0; 64]).unwrap() {
         Lookup::Fetch(t) => t,
         other => panic!("expected Fetch, got {other:?}"),
     }
 }
 
-fn complete<S: Storage>(c: &mut TokenCache<S>, t: Ticket, bytes: &[u8], now: u64) -> Done<'static> {
+fn complete<S: Storage>(
+    c: &mut TokenCache<S>,
+    t: Ticket,
+    bytes: &[u8],
+    now_ms: u64,
+) -> Done<'static> {
     let buf: &'static mut [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
-    match c.feed(t, buf, now).unwrap() {
+    match c.feed(t, buf, now_ms).unwrap() {
         Feed::Done(d) => d,
         Feed::NeedMore => panic!("response incomplete"),
     }
 }
 
-/// Fetches `k` at `now` and stores a token of `lifetime` ms.
-fn fill<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now: u64, token: &str, lifetime: u64) {
-    let t = fetch(c, k, now);
-    let d = complete(c, t, &token_response(token, now + lifetime), now);
+/// Fetches `k` at `now_ms` and stores a token of `lifetime` ms.
+fn fill<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64, token: &str, lifetime: u64) {
+    let t = fetch(c, k, now_ms);
+    let d = complete(c, t, &token_response(token, now_ms + lifetime), now_ms);
     assert!(matches!(d, Done::Token { .. }), "{d:?}");
 }
 
-fn hit<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now: u64) -> (String, Option<Ticket>) {
+fn hit<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64) -> (String, Option<Ticket>) {
     let mut out = vec![0u8; 32 * 1024];
-    match c.lookup(k, now, &mut out).unwrap() {
+    match c.lookup(k, now_ms, &mut out).unwrap() {
         Lookup::Hit { len, refresh, .. } => {
             (String::from_utf8(out[..len].to_vec()).unwrap(), refresh)
         }
@@ -118,7 +123,7 @@ fn miss_fetch_request_feed_hit() {
     assert!(text.contains("Metadata: true\r\n"));
     assert_eq!((d.host, d.port, d.tls), ("169.254.169.254", 80, false));
     let done = complete(&mut c, t, &token_response("tok-1", T0 + 24 * H), T0 + 100);
-    assert!(matches!(done, Done::Token { len: 5, expires_on } if expires_on == T0 + 24 * H));
+    assert!(matches!(done, Done::Token { len: 5, expires_on_ms } if expires_on_ms == T0 + 24 * H));
     assert_eq!(hit(&mut c, &k, T0 + 200), ("tok-1".into(), None));
     // The same client id in another case is the same key (D3).
     let upper = Key {
@@ -185,27 +190,27 @@ fn half_life_refresh_single_flight_and_stale_while_refresh() {
     let mut c = cache();
     let k = key(1);
     fill(&mut c, &k, T0, "old", 24 * H);
-    let refresh_on = c.storage.slots().load(0).refresh_on;
+    let refresh_on_ms = c.storage.slots().load(0).refresh_on_ms;
     assert!(
-        (T0 + 12 * H - 24 * H / 10..=T0 + 12 * H).contains(&refresh_on),
-        "{refresh_on}"
+        (T0 + 12 * H - 24 * H / 10..=T0 + 12 * H).contains(&refresh_on_ms),
+        "{refresh_on_ms}"
     );
-    assert_eq!(hit(&mut c, &k, refresh_on - 1), ("old".into(), None));
+    assert_eq!(hit(&mut c, &k, refresh_on_ms - 1), ("old".into(), None));
     // Due: this caller gets the token and a refresh ticket.
-    let (tok, refresh) = hit(&mut c, &k, refresh_on);
+    let (tok, refresh) = hit(&mut c, &k, refresh_on_ms);
     assert_eq!(tok, "old");
     let t = refresh.expect("refresh ticket");
     // Everyone else keeps getting the old token, without a second ticket.
     for i in 0..10 {
-        assert_eq!(hit(&mut c, &k, refresh_on + i), ("old".into(), None));
+        assert_eq!(hit(&mut c, &k, refresh_on_ms + i), ("old".into(), None));
     }
     complete(
         &mut c,
         t,
-        &token_response("new", refresh_on + 24 * H),
-        refresh_on + 20,
+        &token_response("new", refresh_on_ms + 24 * H),
+        refresh_on_ms + 20,
     );
-    assert_eq!(hit(&mut c, &k, refresh_on + 30), ("new".into(), None));
+    assert_eq!(hit(&mut c, &k, refresh_on_ms + 30), ("new".into(), None));
     assert_eq!(c.stats().refreshes, 1);
 }
 
@@ -213,11 +218,11 @@ fn half_life_refresh_single_flight_and_stale_while_refresh() {
 fn refresh_on_is_told_for_usable_tokens_only() {
     let mut c = cache();
     let k = key(1);
-    assert_eq!(c.refresh_on(&k, T0), None);
+    assert_eq!(c.refresh_on_ms(&k, T0), None);
     fill(&mut c, &k, T0, "t", 24 * H);
-    let due = c.storage.slots().load(0).refresh_on;
-    assert_eq!(c.refresh_on(&k, T0 + 1), Some(due));
-    assert_eq!(c.refresh_on(&k, T0 + 24 * H), None, "expired");
+    let due = c.storage.slots().load(0).refresh_on_ms;
+    assert_eq!(c.refresh_on_ms(&k, T0 + 1), Some(due));
+    assert_eq!(c.refresh_on_ms(&k, T0 + 24 * H), None, "expired");
 }
 
 #[test]
@@ -225,7 +230,7 @@ fn short_lived_tokens_refresh_five_minutes_before_expiry() {
     let mut c = cache();
     let k = key(1);
     fill(&mut c, &k, T0, "t", H);
-    let r = c.storage.slots().load(0).refresh_on;
+    let r = c.storage.slots().load(0).refresh_on_ms;
     assert!(
         (T0 + H - 300_000 - H / 10..=T0 + H - 300_000).contains(&r),
         "{r}"
@@ -239,7 +244,7 @@ fn refresh_in_is_honoured() {
     let t = fetch(&mut c, &k, T0);
     let body = r#"{"access_token":"t","expires_in":"86400","refresh_in":"3600"}"#;
     complete(&mut c, t, &http(200, body), T0);
-    let r = c.storage.slots().load(0).refresh_on;
+    let r = c.storage.slots().load(0).refresh_on_ms;
     assert!((T0 + H - 24 * H / 10..=T0 + H).contains(&r), "{r}");
 }
 
@@ -255,16 +260,16 @@ fn jitter_spreads_1000_keys_fetched_in_one_second() {
         ..Config::DEFAULT
     };
     let mut c = cache_with(config, 1024, 2048);
-    let mut now = T0;
+    let mut now_ms = T0;
     for i in 0..1000 {
         let t = loop {
-            match c.lookup(&key(i), now, &mut [0; 8]).unwrap() {
+            match c.lookup(&key(i), now_ms, &mut [0; 8]).unwrap() {
                 Lookup::Fetch(t) => break t,
-                Lookup::Throttled { retry_at } => now = retry_at,
+                Lookup::Throttled { retry_at_ms } => now_ms = retry_at_ms,
                 other => panic!("{other:?}"),
             }
         };
-        complete(&mut c, t, &token_response("t", T0 + 24 * H), now);
+        complete(&mut c, t, &token_response("t", T0 + 24 * H), now_ms);
     }
     let exp = T0 + 24 * H;
     let mut times: Vec<u64> = c
@@ -272,7 +277,7 @@ fn jitter_spreads_1000_keys_fetched_in_one_second() {
         .slots()
         .iter()
         .filter(|s| s.occupied())
-        .map(|s| s.refresh_on)
+        .map(|s| s.refresh_on_ms)
         .collect();
     times.sort_unstable();
     assert_eq!(times.len(), 1000);
@@ -304,12 +309,14 @@ fn jitter_spreads_1000_keys_fetched_in_one_second() {
 fn backoff_doubles_to_its_cap_with_jitter() {
     let mut c = cache();
     let k = key(1);
-    let mut now = T0;
+    let mut now_ms = T0;
     for base in [1000u64, 2000, 4000, 8000, 16000, 16000, 16000] {
-        let t = fetch(&mut c, &k, now);
-        match complete(&mut c, t, &http(500, ""), now) {
+        let t = fetch(&mut c, &k, now_ms);
+        match complete(&mut c, t, &http(500, ""), now_ms) {
             Done::Retry {
-                retry_at, failure, ..
+                retry_at_ms,
+                failure,
+                ..
             } => {
                 assert_eq!(
                     failure,
@@ -318,20 +325,20 @@ fn backoff_doubles_to_its_cap_with_jitter() {
                         status: 500
                     }
                 );
-                let delay = retry_at - now;
+                let delay = retry_at_ms - now_ms;
                 assert!(
                     delay >= base * 8 / 10 && delay <= base * 12 / 10,
                     "{base}: {delay}"
                 );
                 // Before retry_at: the failure is reported, no ticket.
                 assert_eq!(
-                    c.lookup(&k, retry_at - 1, &mut [0; 8]).unwrap(),
+                    c.lookup(&k, retry_at_ms - 1, &mut [0; 8]).unwrap(),
                     Lookup::Failed {
                         error: failure,
-                        retry_at
+                        retry_at_ms
                     }
                 );
-                now = retry_at;
+                now_ms = retry_at_ms;
             }
             other => panic!("{other:?}"),
         }
@@ -343,22 +350,24 @@ fn backoff_doubles_to_its_cap_with_jitter() {
 fn gone_is_retried_every_10_s_for_70_s_then_given_up() {
     let mut c = cache();
     let k = key(1);
-    let mut now = T0;
+    let mut now_ms = T0;
     let mut retries = 0;
     loop {
-        let t = fetch(&mut c, &k, now);
-        match complete(&mut c, t, &http(410, ""), now) {
-            Done::Retry { retry_at, .. } => {
-                assert_eq!(retry_at - now, 10_000);
+        let t = fetch(&mut c, &k, now_ms);
+        match complete(&mut c, t, &http(410, ""), now_ms) {
+            Done::Retry { retry_at_ms, .. } => {
+                assert_eq!(retry_at_ms - now_ms, 10_000);
                 retries += 1;
-                now = retry_at;
+                now_ms = retry_at_ms;
             }
             Done::Failed {
-                failure, retry_at, ..
+                failure,
+                retry_at_ms,
+                ..
             } => {
                 assert_eq!(failure.kind, FailureKind::Gone);
-                assert!(now - T0 >= 70_000);
-                assert_eq!(retry_at - now, 30_000, "then negative-cached");
+                assert!(now_ms - T0 >= 70_000);
+                assert_eq!(retry_at_ms - now_ms, 30_000, "then negative-cached");
                 break;
             }
             other => panic!("{other:?}"),
@@ -374,12 +383,12 @@ fn retry_after_is_obeyed_and_capped() {
     let t = fetch(&mut c, &k, T0);
     let r = b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n";
     assert!(
-        matches!(complete(&mut c, t, r, T0), Done::Retry { retry_at, .. } if retry_at == T0 + 7000)
+        matches!(complete(&mut c, t, r, T0), Done::Retry { retry_at_ms, .. } if retry_at_ms == T0 + 7000)
     );
     let t = fetch(&mut c, &k, T0 + 7000);
     let r = b"HTTP/1.1 503 Busy\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n";
     assert!(
-        matches!(complete(&mut c, t, r, T0 + 7000), Done::Retry { retry_at, .. } if retry_at == T0 + 67_000)
+        matches!(complete(&mut c, t, r, T0 + 7000), Done::Retry { retry_at_ms, .. } if retry_at_ms == T0 + 67_000)
     );
 }
 
@@ -392,7 +401,7 @@ fn terminal_failures_are_negative_cached() {
     match complete(&mut c, t, &http(400, body), T0) {
         Done::Failed {
             failure,
-            retry_at,
+            retry_at_ms,
             detail,
         } => {
             assert_eq!(
@@ -402,7 +411,7 @@ fn terminal_failures_are_negative_cached() {
                     status: 400
                 }
             );
-            assert_eq!(retry_at, T0 + 30_000);
+            assert_eq!(retry_at_ms, T0 + 30_000);
             assert_eq!(detail.description.as_str(), "Identity not found");
         }
         other => panic!("{other:?}"),
@@ -423,35 +432,35 @@ fn failed_refresh_keeps_the_valid_token_and_waits_30_s() {
     let mut c = cache();
     let k = key(1);
     fill(&mut c, &k, T0, "keep", 24 * H);
-    let due = c.storage.slots().load(0).refresh_on;
+    let due = c.storage.slots().load(0).refresh_on_ms;
     let t = hit(&mut c, &k, due).1.unwrap();
     for (status, body) in [(500, ""), (400, r#"{"error":"x"}"#), (200, "not json")] {
-        let now = c.last_now;
-        let ticket = t_or(&mut c, &k, now, t);
-        let d = complete(&mut c, ticket, &http(status, body), now);
-        let retry_at = match d {
-            Done::Retry { retry_at, .. } | Done::Failed { retry_at, .. } => retry_at,
+        let now_ms = c.last_now_ms;
+        let ticket = t_or(&mut c, &k, now_ms, t);
+        let d = complete(&mut c, ticket, &http(status, body), now_ms);
+        let retry_at_ms = match d {
+            Done::Retry { retry_at_ms, .. } | Done::Failed { retry_at_ms, .. } => retry_at_ms,
             other => panic!("{other:?}"),
         };
         assert!(
-            retry_at - now >= 30_000,
+            retry_at_ms - now_ms >= 30_000,
             "{status}: eager retry no sooner than 30 s"
         );
         assert_eq!(
-            hit(&mut c, &k, retry_at - 1),
+            hit(&mut c, &k, retry_at_ms - 1),
             ("keep".into(), None),
             "token kept, no ticket"
         );
-        c.clock(retry_at);
+        c.clock(retry_at_ms);
     }
 }
 
-/// The refresh ticket of a hit at `now`, or `t` for the first round.
-fn t_or(c: &mut TokenCache<SliceStorage<'static>>, k: &Key<'_>, now: u64, t: Ticket) -> Ticket {
-    if c.storage.slots().load(0).live_ticket(now) {
+/// The refresh ticket of a hit at `now_ms`, or `t` for the first round.
+fn t_or(c: &mut TokenCache<SliceStorage<'static>>, k: &Key<'_>, now_ms: u64, t: Ticket) -> Ticket {
+    if c.storage.slots().load(0).live_ticket(now_ms) {
         t
     } else {
-        hit(c, k, now)
+        hit(c, k, now_ms)
             .1
             .expect("refresh ticket after the retry time")
     }
@@ -465,7 +474,7 @@ fn lease_lapse_gives_a_new_ticket_and_refuses_the_late_one() {
     assert_eq!(
         c.lookup(&k, T0 + 29_999, &mut [0; 8]).unwrap(),
         Lookup::Pending {
-            retry_at: T0 + 30_000
+            retry_at_ms: T0 + 30_000
         }
     );
     let t2 = fetch(&mut c, &k, T0 + 30_000);
@@ -508,25 +517,25 @@ fn budget_never_more_than_20_starts_per_second_nor_5_in_flight() {
     let mut starts: Vec<u64> = Vec::new();
     let mut open: Vec<(Ticket, u64)> = Vec::new();
     let mut next_key = 0;
-    let mut now = T0;
-    while now < T0 + 10_000 {
+    let mut now_ms = T0;
+    while now_ms < T0 + 10_000 {
         // Requests take 130 ms; callers arrive every 10 ms.
-        let (done, still): (Vec<_>, Vec<_>) = open.into_iter().partition(|(_, end)| *end <= now);
+        let (done, still): (Vec<_>, Vec<_>) = open.into_iter().partition(|(_, end)| *end <= now_ms);
         open = still;
         for (t, _) in done {
-            complete(&mut c, t, &token_response("t", now + H), now);
+            complete(&mut c, t, &token_response("t", now_ms + H), now_ms);
         }
-        match c.lookup(&key(next_key), now, &mut [0; 8]).unwrap() {
+        match c.lookup(&key(next_key), now_ms, &mut [0; 8]).unwrap() {
             Lookup::Fetch(t) => {
-                starts.push(now);
-                open.push((t, now + 130));
+                starts.push(now_ms);
+                open.push((t, now_ms + 130));
                 next_key += 1;
             }
-            Lookup::Throttled { retry_at } => assert!(retry_at > now),
+            Lookup::Throttled { retry_at_ms } => assert!(retry_at_ms > now_ms),
             other => panic!("{other:?}"),
         }
-        assert!(c.in_flight(Flavour::Imds, now) <= 5);
-        now += 10;
+        assert!(c.in_flight(Flavour::Imds, now_ms) <= 5);
+        now_ms += 10;
     }
     for (i, s) in starts.iter().enumerate() {
         let in_window = starts[i..].iter().take_while(|t| **t < s + 1000).count();
@@ -557,10 +566,10 @@ fn eviction_prefers_expired_then_clock_and_never_a_live_ticket() {
     }
     // Key 2 expires first: it goes, though it was used most recently.
     hit(&mut c, &key(2), T0 + 1);
-    let now = T0 + 5 * 60_000;
-    fill(&mut c, &key(10), now, "t", H);
+    let now_ms = T0 + 5 * 60_000;
+    fill(&mut c, &key(10), now_ms, "t", H);
     assert!(c
-        .lookup(&key(2), now, &mut [0; 8])
+        .lookup(&key(2), now_ms, &mut [0; 8])
         .map(|l| matches!(l, Lookup::Fetch(_)))
         .unwrap());
     // That lookup made a new entry for key 2 (with a live ticket) by evicting by CLOCK;
@@ -632,7 +641,7 @@ fn token_bytes_are_wiped_on_eviction_invalidate_and_overwrite() {
     let mut c = cache_with(Config::DEFAULT, 2, 64);
     fill(&mut c, &key(0), T0, secret, H);
     c.invalidate(&key(9), T0);
-    let due = c.storage.slots().load(0).refresh_on;
+    let due = c.storage.slots().load(0).refresh_on_ms;
     let t = hit(&mut c, &key(0), due).1.unwrap();
     complete(&mut c, t, &token_response("other", due + H), due);
     assert!(!arena_has(&c), "overwrite wipes");
@@ -674,10 +683,12 @@ fn unavailable_at_first_contact_only() {
     let t = fetch(&mut c, &key(0), T0);
     match c.fail(t, Transport::Refused, T0).unwrap() {
         Done::Failed {
-            failure, retry_at, ..
+            failure,
+            retry_at_ms,
+            ..
         } => {
             assert_eq!(failure.kind, FailureKind::Unavailable);
-            assert_eq!(retry_at, T0 + 30_000);
+            assert_eq!(retry_at_ms, T0 + 30_000);
         }
         other => panic!("{other:?}"),
     }
@@ -712,8 +723,10 @@ fn no_identity_signs_are_unavailable_at_first_contact_and_failures_after_a_token
     let docker = "connectex: A socket operation was attempted to an unreachable network.";
     let kind = |d: Done<'_>| match d {
         Done::Failed {
-            failure, retry_at, ..
-        } => (failure.kind, Some(retry_at)),
+            failure,
+            retry_at_ms,
+            ..
+        } => (failure.kind, Some(retry_at_ms)),
         Done::Retry { failure, .. } => (failure.kind, None),
         other => panic!("{other:?}"),
     };
@@ -994,7 +1007,7 @@ fn next_deadline_and_poll_refresh() {
     let t = fetch(&mut c, &key(0), T0);
     assert_eq!(c.next_deadline(), Some(T0 + 30_000), "lease end");
     complete(&mut c, t, &token_response("t", T0 + 24 * H), T0);
-    let due = c.storage.slots().load(0).refresh_on;
+    let due = c.storage.slots().load(0).refresh_on_ms;
     assert_eq!(c.next_deadline(), Some(due));
     assert_eq!(c.poll_refresh(T0 + 1), Err(Some(due)));
     let t = c.poll_refresh(due).unwrap();
@@ -1022,23 +1035,23 @@ fn fills_4096_entries_in_storage_sized_at_run_time() {
     };
     let mut c = cache_with(config, n, n * 8);
     let token: String = core::iter::repeat_n('x', 1900).collect();
-    let mut now = T0;
+    let mut now_ms = T0;
     for i in 0..n {
         let t = loop {
-            match c.lookup(&key(i), now, &mut []).unwrap() {
+            match c.lookup(&key(i), now_ms, &mut []).unwrap() {
                 Lookup::Fetch(t) => break t,
-                Lookup::Throttled { retry_at } => now = retry_at,
+                Lookup::Throttled { retry_at_ms } => now_ms = retry_at_ms,
                 other => panic!("{other:?}"),
             }
         };
-        complete(&mut c, t, &token_response(&token, now + 24 * H), now);
+        complete(&mut c, t, &token_response(&token, now_ms + 24 * H), now_ms);
     }
     assert_eq!(c.len(), n);
     assert_eq!(c.stats().evictions, 0);
     let mut out = vec![0u8; 2048];
     for i in (0..n).step_by(97) {
         assert!(matches!(
-            c.lookup(&key(i), now, &mut out).unwrap(),
+            c.lookup(&key(i), now_ms, &mut out).unwrap(),
             Lookup::Hit { len: 1900, .. }
         ));
         assert_eq!(&out[..1900], token.as_bytes());
@@ -1143,7 +1156,7 @@ fn arena_exhaustion_keeps_the_old_token() {
     let mut c = cache_with(Config::DEFAULT, 2, 9);
     let big: String = core::iter::repeat_n('x', 1900).collect();
     fill(&mut c, &key(0), T0, &big, 24 * H);
-    let due = c.storage.slots().load(0).refresh_on;
+    let due = c.storage.slots().load(0).refresh_on_ms;
     let t = hit(&mut c, &key(0), due).1.unwrap();
     let bigger: String = core::iter::repeat_n('y', 1900).collect();
     assert!(matches!(
@@ -1181,7 +1194,7 @@ fn every_cache_error_has_a_listed_unique_snake_case_code() {
         CacheError::StaleTicket,
         CacheError::WrongEndpoint,
         CacheError::NoChallenge,
-        CacheError::Throttled { retry_at: 1 },
+        CacheError::Throttled { retry_at_ms: 1 },
         CacheError::Request(RequestError::MissingSecret),
         CacheError::ArcKey(ArcError::EmptyKey),
     ];

@@ -274,12 +274,12 @@ pub enum Classified<'a> {
     },
 }
 
-/// Classifies a complete response from `flavour`'s endpoint (D7). `request_time` is in epoch
+/// Classifies a complete response from `flavour`'s endpoint (D7). `request_at_s` is in epoch
 /// seconds; a token larger than `max_token_bytes` is a failure, never truncated.
 pub fn classify<'a>(
     flavour: Flavour,
     response: &http::Response<'a>,
-    request_time: u64,
+    request_at_s: u64,
     max_token_bytes: usize,
 ) -> Classified<'a> {
     let status = response.status;
@@ -289,7 +289,7 @@ pub fn classify<'a>(
         body: ErrorBody::parse(response.body),
     };
     match status {
-        200..=299 => match parse_token_body(response.body, request_time) {
+        200..=299 => match parse_token_body(response.body, request_at_s) {
             Ok(token) if token.token_len() > max_token_bytes => fail(FailureKind::TokenTooLarge),
             Ok(token) => Classified::Token(token),
             Err(e) => fail(match e {

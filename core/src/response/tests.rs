@@ -46,21 +46,21 @@ fn example_bodies() {
         // unknown fields of every type skipped, including nested ones
         (r#"{"x":[1,{"y":[]}],"z":{"a":{"b":null}},"n":null,"b":true,"f":-1.5e3,"access_token":"t","expires_in":"1"}"#, "t", NOW + 1, None),
     ];
-    for (body, token, expires_on, refresh_in) in cases {
+    for (body, token, expires_on_s, refresh_in_s) in cases {
         let parsed =
             parse_token_body(body.as_bytes(), NOW).unwrap_or_else(|e| panic!("{body}: {e:?}"));
         assert_eq!(token_of(&parsed), *token, "{body}");
         assert_eq!(parsed.token_len(), token.len(), "{body}");
-        assert_eq!(parsed.expires_on, *expires_on, "{body}");
-        assert_eq!(parsed.refresh_in, *refresh_in, "{body}");
+        assert_eq!(parsed.expires_on_s, *expires_on_s, "{body}");
+        assert_eq!(parsed.refresh_in_s, *refresh_in_s, "{body}");
     }
 }
 
 /// The parse as it was before the fast path (check, then serde-json-core's two
 /// passes, then the token unescaped to be measured): the oracle.
-fn two_pass(body: &[u8], request_time: u64) -> Result<TokenBody<'_>, BodyError> {
+fn two_pass(body: &[u8], request_at_s: u64) -> Result<TokenBody<'_>, BodyError> {
     crate::json::check(body, MAX_DEPTH).map_err(|_| BodyError::NotJson)?;
-    token_body(read_fields_slow(body)?, request_time)
+    token_body(read_fields_slow(body)?, request_at_s)
 }
 
 fn two_pass_error(body: &[u8]) -> ErrorBody<'_> {
@@ -87,12 +87,12 @@ fn seen(body: &TokenBody<'_>) -> Seen {
     let mut pieces = std::vec::Vec::new();
     body.pieces(|p| pieces.extend_from_slice(p));
     let id = Identity::client_id("fe83865b-495e-4ec7-9574-12b264882c9f").unwrap();
-    let sizes = [body.token_len() as u64, body.expires_on];
+    let sizes = [body.token_len() as u64, body.expires_on_s];
     (
         written,
         pieces,
         sizes,
-        body.refresh_in,
+        body.refresh_in_s,
         body.client_id_matches(&id),
     )
 }

@@ -75,9 +75,9 @@ pub struct TokenBody<'a> {
     /// The token holds no escape: its raw text is the token.
     plain: bool,
     /// Absolute expiry, epoch seconds.
-    pub expires_on: u64,
+    pub expires_on_s: u64,
     /// Seconds after the request at which the server suggests a refresh.
-    pub refresh_in: Option<u64>,
+    pub refresh_in_s: Option<u64>,
     client_id: Option<EscapedStr<'a>>,
 }
 
@@ -85,8 +85,8 @@ impl fmt::Debug for TokenBody<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenBody")
             .field("token_len", &self.token_len)
-            .field("expires_on", &self.expires_on)
-            .field("refresh_in", &self.refresh_in)
+            .field("expires_on", &self.expires_on_s)
+            .field("refresh_in", &self.refresh_in_s)
             .finish_non_exhaustive()
     }
 }
@@ -134,9 +134,9 @@ impl<'a> TokenBody<'a> {
     }
 }
 
-/// Parses a token body. `request_time` (epoch seconds) anchors `expires_in` (D10: `expires_on`
+/// Parses a token body. `request_at_s` (epoch seconds) anchors `expires_in` (D10: `expires_on`
 /// wins when both are present).
-pub fn parse_token_body(body: &[u8], request_time: u64) -> Result<TokenBody<'_>, BodyError> {
+pub fn parse_token_body(body: &[u8], request_at_s: u64) -> Result<TokenBody<'_>, BodyError> {
     let mut fast = FastFields::default();
     let object = crate::json::check_members(body, MAX_DEPTH, |key, value| fast.member(key, value))
         .map_err(|_| BodyError::NotJson)?;
@@ -144,13 +144,13 @@ pub fn parse_token_body(body: &[u8], request_time: u64) -> Result<TokenBody<'_>,
         Some(fields) if object => fields,
         _ => read_fields_slow(body)?,
     };
-    token_body(fields, request_time)
+    token_body(fields, request_at_s)
 }
 
 /// Checks the fields of a token body and reads its times.
 pub(super) fn token_body(
     fields: Fields<'_>,
-    request_time: u64,
+    request_at_s: u64,
 ) -> Result<TokenBody<'_>, BodyError> {
     let token = fields.access_token.ok_or(BodyError::MissingToken)?;
     let plain = fields.token_shape == TokenShape::Plain;
@@ -178,12 +178,12 @@ pub(super) fn token_body(
             return Err(BodyError::NotBearer);
         }
     }
-    let [on, expires_in, refresh_in] = fields.times;
-    let expires_on = match (on, expires_in) {
+    let [on, expires_in, refresh_in_s] = fields.times;
+    let expires_on_s = match (on, expires_in) {
         (Time::Absent, Time::Absent) => return Err(BodyError::MissingExpiry),
         (Time::NumberPending, _) => return Err(BodyError::NotJson),
-        (Time::Absent, t) => request_time.saturating_add(t.seconds(TimeField::ExpiresIn)?),
-        (Time::Number(n), _) if n < time::YEAR_2001 => {
+        (Time::Absent, t) => request_at_s.saturating_add(t.seconds(TimeField::ExpiresIn)?),
+        (Time::Number(n), _) if n < time::YEAR_2001_S => {
             return Err(BodyError::Time(
                 TimeField::ExpiresOn,
                 TimeError::BeforeYear2001,
@@ -194,7 +194,7 @@ pub(super) fn token_body(
             time::parse_expires_on(s).map_err(|e| BodyError::Time(TimeField::ExpiresOn, e))?
         }
     };
-    let refresh_in = match refresh_in {
+    let refresh_in_s = match refresh_in_s {
         Time::Absent => None,
         t => Some(t.seconds(TimeField::RefreshIn)?),
     };
@@ -202,8 +202,8 @@ pub(super) fn token_body(
         token,
         token_len,
         plain,
-        expires_on,
-        refresh_in,
+        expires_on_s,
+        refresh_in_s,
         client_id: fields.client_id,
     })
 }

@@ -45,17 +45,17 @@ pub(crate) const SLOT_WORDS: usize = 3 + FIELDS * FIELD_WORDS;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Slot {
     /// Expiry of the token (ms).
-    pub(crate) expires_on: u64,
+    pub(crate) expires_on_ms: u64,
     /// When to refresh the token (ms).
-    pub(crate) refresh_on: u64,
+    pub(crate) refresh_on_ms: u64,
     /// Lease end of the live ticket; 0 when there is none.
-    pub(crate) lease_until: u64,
+    pub(crate) lease_until_ms: u64,
     /// No new fetch before this (backoff, negative cache, eager-refresh spacing).
-    pub(crate) retry_at: u64,
+    pub(crate) retry_at_ms: u64,
     /// Request time of the live ticket (D1).
-    pub(crate) issued_at: u64,
+    pub(crate) issued_at_ms: u64,
     /// Time of the first 410 of the current run of 410s; 0 when none.
-    pub(crate) gone_since: u64,
+    pub(crate) gone_since_ms: u64,
     pub(crate) hash: u32,
     /// First arena block of the entry's chain (key bytes, then token bytes), or the next free
     /// slot while the slot is on the free list.
@@ -85,12 +85,12 @@ impl Slot {
         failure: 0,
         failure_status: 0,
         flavour: 0,
-        expires_on: 0,
-        refresh_on: 0,
-        lease_until: 0,
-        issued_at: 0,
-        retry_at: 0,
-        gone_since: 0,
+        expires_on_ms: 0,
+        refresh_on_ms: 0,
+        lease_until_ms: 0,
+        issued_at_ms: 0,
+        retry_at_ms: 0,
+        gone_since_ms: 0,
     };
 
     /// A new entry's slot: occupied, no token yet.
@@ -115,12 +115,12 @@ impl Slot {
     /// The slot's nine 64-bit fields, in word order.
     fn fields(&self) -> [u64; FIELDS] {
         [
-            self.expires_on,
-            self.refresh_on,
-            self.lease_until,
-            self.retry_at,
-            self.issued_at,
-            self.gone_since,
+            self.expires_on_ms,
+            self.refresh_on_ms,
+            self.lease_until_ms,
+            self.retry_at_ms,
+            self.issued_at_ms,
+            self.gone_since_ms,
             u64::from(self.hash) | u64::from(self.head) << 32,
             u64::from(self.token_len)
                 | u64::from(self.key_len) << 32
@@ -135,12 +135,12 @@ impl Slot {
 
     fn from_fields(f: [u64; FIELDS]) -> Slot {
         Slot {
-            expires_on: f[0],
-            refresh_on: f[1],
-            lease_until: f[2],
-            retry_at: f[3],
-            issued_at: f[4],
-            gone_since: f[5],
+            expires_on_ms: f[0],
+            refresh_on_ms: f[1],
+            lease_until_ms: f[2],
+            retry_at_ms: f[3],
+            issued_at_ms: f[4],
+            gone_since_ms: f[5],
             hash: f[6] as u32,
             head: (f[6] >> 32) as u32,
             token_len: f[7] as u32,
@@ -158,8 +158,8 @@ impl Slot {
         self.flags & OCCUPIED != 0
     }
 
-    pub(crate) fn live_ticket(&self, now: u64) -> bool {
-        self.lease_until > now
+    pub(crate) fn live_ticket(&self, now_ms: u64) -> bool {
+        self.lease_until_ms > now_ms
     }
 
     /// Whether a token is stored (usable or not: see the cache's `usable`).

@@ -32,24 +32,24 @@ pub(crate) fn get_token<S: Storage>(
         {
             Lookup::Hit {
                 len,
-                expires_on,
+                expires_on_ms,
                 refresh,
             } => {
                 if let Some(ticket) = refresh {
                     fetch(cache, ticket, endpoint)?;
                 }
-                return Ok((len, expires_on));
+                return Ok((len, expires_on_ms));
             }
             Lookup::Fetch(ticket) => {
                 fetch(cache, ticket, endpoint)?;
                 continue;
             }
-            Lookup::Pending { retry_at } | Lookup::Throttled { retry_at } => retry_at,
-            Lookup::Failed { error, retry_at }
-                if error.kind.class() == OutcomeClass::Retry && retry_at < deadline =>
+            Lookup::Pending { retry_at_ms } | Lookup::Throttled { retry_at_ms } => retry_at_ms,
+            Lookup::Failed { error, retry_at_ms }
+                if error.kind.class() == OutcomeClass::Retry && retry_at_ms < deadline =>
             {
                 eprintln!("  retrying after: {error}");
-                retry_at
+                retry_at_ms
             }
             Lookup::Failed { error, .. } => return Err(error.to_string()),
             Lookup::BufferTooSmall { needed } => return Err(format!("token needs {needed} bytes")),

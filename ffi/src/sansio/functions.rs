@@ -59,14 +59,14 @@ pub unsafe extern "C" fn imds_cache_sansio_lookup(
         let (answer, written) = match lookup {
             Lookup::Hit {
                 len,
-                expires_on,
+                expires_on_ms,
                 refresh,
             } => (
                 imds_cache_lookup_answer {
                     ticket: refresh.map_or(0, Ticket::to_bits),
                     has_ticket: refresh.is_some(),
                     token_len: len,
-                    expires_on: expires_on / 1000,
+                    expires_on_s: expires_on_ms / 1000,
                     ..imds_cache_lookup_answer::new(K::Hit)
                 },
                 len,
@@ -79,23 +79,23 @@ pub unsafe extern "C" fn imds_cache_sansio_lookup(
                 },
                 0,
             ),
-            Lookup::Pending { retry_at } => (
+            Lookup::Pending { retry_at_ms } => (
                 imds_cache_lookup_answer {
-                    retry_at_ms: retry_at,
+                    retry_at_ms,
                     ..imds_cache_lookup_answer::new(K::Pending)
                 },
                 0,
             ),
-            Lookup::Throttled { retry_at } => (
+            Lookup::Throttled { retry_at_ms } => (
                 imds_cache_lookup_answer {
-                    retry_at_ms: retry_at,
+                    retry_at_ms,
                     ..imds_cache_lookup_answer::new(K::Throttled)
                 },
                 0,
             ),
-            Lookup::Failed { error, retry_at } => (
+            Lookup::Failed { error, retry_at_ms } => (
                 imds_cache_lookup_answer {
-                    retry_at_ms: retry_at,
+                    retry_at_ms,
                     failure: imds_cache_failure::from_core(error.kind),
                     status: error.status,
                     ..imds_cache_lookup_answer::new(K::Failed)

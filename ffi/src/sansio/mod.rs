@@ -125,7 +125,7 @@ impl imds_cache_sansio {
         identity: &Identity<'_>,
         resource: &Resource<'_>,
     ) -> Result<bool, imds_cache_result> {
-        // `now` 0: the core keeps its own (non-decreasing) clock, so a caller's fake clock is
+        // `now_ms` 0: the core keeps its own (non-decreasing) clock, so a caller's fake clock is
         // not disturbed.
         self.with(|inner| {
             let key = inner.key(*identity, *resource);

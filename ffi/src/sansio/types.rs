@@ -158,7 +158,7 @@ pub struct imds_cache_lookup_answer {
     /// HIT: the token's length (as `*out_written`).
     pub token_len: usize,
     /// HIT: the token's expiry, Unix epoch seconds.
-    pub expires_on: u64,
+    pub expires_on_s: u64,
     /// PENDING, THROTTLED, FAILED: when to ask again, epoch milliseconds.
     pub retry_at_ms: u64,
     /// FAILED: what failed.
@@ -174,7 +174,7 @@ impl imds_cache_lookup_answer {
             ticket: 0,
             has_ticket: false,
             token_len: 0,
-            expires_on: 0,
+            expires_on_s: 0,
             retry_at_ms: 0,
             failure: imds_cache_failure::None,
             status: 0,
@@ -252,7 +252,7 @@ pub struct imds_cache_outcome {
     /// TOKEN: the token's length.
     pub token_len: usize,
     /// TOKEN: its expiry, Unix epoch seconds.
-    pub expires_on: u64,
+    pub expires_on_s: u64,
     /// RETRY, FAILED: when a new fetch may start, epoch milliseconds.
     pub retry_at_ms: u64,
     /// RETRY, FAILED: what failed.
@@ -279,7 +279,7 @@ impl imds_cache_outcome {
         Self {
             kind,
             token_len: 0,
-            expires_on: 0,
+            expires_on_s: 0,
             retry_at_ms: 0,
             failure: imds_cache_failure::None,
             status: 0,
@@ -295,19 +295,19 @@ impl imds_cache_outcome {
     pub(super) fn from_done(done: &Done<'_>) -> Self {
         use imds_cache_outcome_kind as O;
         match done {
-            Done::Token { len, expires_on } => Self {
+            Done::Token { len, expires_on_ms } => Self {
                 token_len: *len,
-                expires_on: expires_on / 1000,
+                expires_on_s: expires_on_ms / 1000,
                 ..Self::new(O::Token)
             },
             Done::Retry {
                 failure,
-                retry_at,
+                retry_at_ms,
                 detail,
             }
             | Done::Failed {
                 failure,
-                retry_at,
+                retry_at_ms,
                 detail,
             } => {
                 let kind = if matches!(done, Done::Retry { .. }) {
@@ -315,7 +315,7 @@ impl imds_cache_outcome {
                 } else {
                     O::Failed
                 };
-                let mut o = Self::failed(kind, failure, *retry_at);
+                let mut o = Self::failed(kind, failure, *retry_at_ms);
                 let code = detail.code.as_bytes();
                 let description = detail.description.as_bytes();
                 o.error_code[..code.len()].copy_from_slice(code);
@@ -332,9 +332,9 @@ impl imds_cache_outcome {
         }
     }
 
-    fn failed(kind: imds_cache_outcome_kind, failure: &Failure, retry_at: u64) -> Self {
+    fn failed(kind: imds_cache_outcome_kind, failure: &Failure, retry_at_ms: u64) -> Self {
         Self {
-            retry_at_ms: retry_at,
+            retry_at_ms,
             failure: imds_cache_failure::from_core(failure.kind),
             status: failure.status,
             ..Self::new(kind)

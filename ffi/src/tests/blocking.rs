@@ -391,7 +391,7 @@ fn sans_io_over_a_real_socket() {
     let user = e.identities()[1].client_id.clone();
     let id = client_id(&user);
     let mut token = vec![0u8; 16 * 1024];
-    let now = imds_cache_now_ms();
+    let now_ms = imds_cache_now_ms();
     let (mut n, mut answer) = (
         0,
         std::mem::MaybeUninit::<imds_cache_lookup_answer>::uninit(),
@@ -403,7 +403,7 @@ fn sans_io_over_a_real_socket() {
                 &id,
                 VAULT.as_ptr(),
                 VAULT.len(),
-                now,
+                now_ms,
                 token.as_mut_ptr(),
                 token.len(),
                 &mut n,
@@ -419,7 +419,7 @@ fn sans_io_over_a_real_socket() {
             imds_cache_sansio_request(
                 h,
                 answer.ticket,
-                now,
+                now_ms,
                 req.as_mut_ptr(),
                 req.len(),
                 &mut n,

@@ -90,7 +90,7 @@ fn lookup(
     h: *mut imds_cache_sansio,
     id: &imds_cache_identity,
     resource: &str,
-    now: u64,
+    now_ms: u64,
     out: &mut [u8],
 ) -> (R, usize, Option<imds_cache_lookup_answer>) {
     let mut written = usize::MAX;
@@ -101,7 +101,7 @@ fn lookup(
             id,
             resource.as_ptr(),
             resource.len(),
-            now,
+            now_ms,
             out.as_mut_ptr(),
             out.len(),
             &mut written,
@@ -112,7 +112,11 @@ fn lookup(
     (r, written, answer)
 }
 
-fn request(h: *mut imds_cache_sansio, ticket: u64, now: u64) -> (Vec<u8>, imds_cache_request_info) {
+fn request(
+    h: *mut imds_cache_sansio,
+    ticket: u64,
+    now_ms: u64,
+) -> (Vec<u8>, imds_cache_request_info) {
     let mut buf = vec![0u8; 8192];
     let mut n = 0;
     let mut info = std::mem::MaybeUninit::uninit();
@@ -121,7 +125,7 @@ fn request(h: *mut imds_cache_sansio, ticket: u64, now: u64) -> (Vec<u8>, imds_c
             imds_cache_sansio_request(
                 h,
                 ticket,
-                now,
+                now_ms,
                 buf.as_mut_ptr(),
                 buf.len(),
                 &mut n,
@@ -144,7 +148,7 @@ fn feed_bytewise(
     h: *mut imds_cache_sansio,
     ticket: u64,
     response: &[u8],
-    now: u64,
+    now_ms: u64,
 ) -> (imds_cache_outcome, Vec<u8>) {
     let mut received = Vec::with_capacity(response.len());
     for (i, b) in response.iter().enumerate() {
@@ -156,7 +160,7 @@ fn feed_bytewise(
                 ticket,
                 received.as_mut_ptr(),
                 received.len(),
-                now,
+                now_ms,
                 out.as_mut_ptr(),
             )
         };
@@ -632,7 +636,7 @@ fn fetch_fed_one_byte_at_a_time_then_hits() {
         (out.kind, out.token_len),
         (imds_cache_outcome_kind::Token, 16)
     );
-    assert_eq!(out.expires_on, (NOW + 86_399_000) / 1000);
+    assert_eq!(out.expires_on_s, (NOW + 86_399_000) / 1000);
 
     // Hits: the token, then one byte short (BUFFER_TOO_SMALL with the size), then (NULL, 0).
     let (r, n, a) = lookup(h, &id, ARM, NOW + 10, &mut token);

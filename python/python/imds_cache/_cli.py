@@ -101,7 +101,7 @@ def _run(argv: Optional[List[str]]) -> int:
         if v is not None
     }
     try:
-        cache = TokenCache(deadline=args.timeout, refresher=False)
+        cache = TokenCache(deadline_s=args.timeout, refresher=False)
         with ManagedIdentityCredential(identity_config=config or None, cache=cache) as credential:
             info = credential.get_token_info(args.resource)
     except (CredentialUnavailableError, ManagedIdentityError, ValueError) as error:

@@ -50,13 +50,13 @@ class TokenCache:
     shares one (so N credentials for one identity make one request).
 
     ``capacity`` entries of (identity, resource), tokens of up to ``max_token_bytes``;
-    at most ``rate`` request starts per ``rate_window`` seconds and ``in_flight`` requests
-    at once per endpoint (IMDS allows about 20/s and 5). ``deadline`` bounds a blocking
-    call (90 s: longer than IMDS's 70 s update window), ``backoff`` is the first retry delay
-    (doubling to 16 s), ``gone_interval`` the retry interval while IMDS answers 410,
-    ``negative_ttl`` how long a refusal is remembered; tokens are refreshed
-    ``refresh_margin`` seconds before expiry at the latest and never handed out with less
-    than ``min_lifetime`` left; a failed background refresh is tried again ``eager_retry``
+    at most ``rate`` request starts per ``rate_window_s`` seconds and ``in_flight`` requests
+    at once per endpoint (IMDS allows about 20/s and 5). ``deadline_s`` bounds a blocking
+    call (90 s: longer than IMDS's 70 s update window), ``backoff_s`` is the first retry delay
+    (doubling to 16 s), ``gone_interval_s`` the retry interval while IMDS answers 410,
+    ``negative_ttl_s`` how long a refusal is remembered; tokens are refreshed
+    ``refresh_margin_s`` seconds before expiry at the latest and never handed out with less
+    than ``min_lifetime_s`` left; a failed background refresh is tried again ``eager_retry_s``
     seconds later. Times are in seconds.
     """
 
@@ -66,17 +66,17 @@ class TokenCache:
         capacity: int = _DEFAULTS["capacity"],
         max_token_bytes: int = _DEFAULTS["max_token_bytes"],
         rate: int = _DEFAULTS["rate"],
-        rate_window: float = _DEFAULTS["rate_window"],
+        rate_window_s: float = _DEFAULTS["rate_window_s"],
         in_flight: int = _DEFAULTS["in_flight"],
-        deadline: float = _DEFAULTS["deadline"],
-        connect_timeout: float = _DEFAULTS["connect_timeout"],
-        attempt_timeout: float = _DEFAULTS["attempt_timeout"],
-        backoff: float = _DEFAULTS["backoff"],
-        gone_interval: float = _DEFAULTS["gone_interval"],
-        negative_ttl: float = _DEFAULTS["negative_ttl"],
-        refresh_margin: float = _DEFAULTS["refresh_margin"],
-        min_lifetime: float = _DEFAULTS["min_lifetime"],
-        eager_retry: float = _DEFAULTS["eager_retry"],
+        deadline_s: float = _DEFAULTS["deadline_s"],
+        connect_timeout_s: float = _DEFAULTS["connect_timeout_s"],
+        attempt_timeout_s: float = _DEFAULTS["attempt_timeout_s"],
+        backoff_s: float = _DEFAULTS["backoff_s"],
+        gone_interval_s: float = _DEFAULTS["gone_interval_s"],
+        negative_ttl_s: float = _DEFAULTS["negative_ttl_s"],
+        refresh_margin_s: float = _DEFAULTS["refresh_margin_s"],
+        min_lifetime_s: float = _DEFAULTS["min_lifetime_s"],
+        eager_retry_s: float = _DEFAULTS["eager_retry_s"],
         refresher: bool = _DEFAULTS["refresher"],
         verify_client_id: bool = _DEFAULTS["verify_client_id"],
         arc_key_dir: Optional[str] = None,
@@ -85,17 +85,17 @@ class TokenCache:
             capacity=capacity,
             max_token_bytes=max_token_bytes,
             rate=rate,
-            rate_window=rate_window,
+            rate_window_s=rate_window_s,
             in_flight=in_flight,
-            deadline=deadline,
-            connect_timeout=connect_timeout,
-            attempt_timeout=attempt_timeout,
-            backoff=backoff,
-            gone_interval=gone_interval,
-            negative_ttl=negative_ttl,
-            refresh_margin=refresh_margin,
-            min_lifetime=min_lifetime,
-            eager_retry=eager_retry,
+            deadline_s=deadline_s,
+            connect_timeout_s=connect_timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            backoff_s=backoff_s,
+            gone_interval_s=gone_interval_s,
+            negative_ttl_s=negative_ttl_s,
+            refresh_margin_s=refresh_margin_s,
+            min_lifetime_s=min_lifetime_s,
+            eager_retry_s=eager_retry_s,
             refresher=refresher,
             verify_client_id=verify_client_id,
             arc_key_dir=arc_key_dir,
@@ -112,15 +112,15 @@ class TokenCache:
         identities: Iterable[Optional[Mapping[str, str]]],
         scopes: Iterable[str],
         *,
-        timeout: float = 90.0,
+        timeout_s: float = 90.0,
         **endpoint: Any,
     ) -> Tuple[int, int, List[Tuple[int, BaseException]]]:
         """Fetches every (identity, scope) pair within the request budget, the GIL
         released. An identity is ``None`` (system-assigned) or an ``identity_config``
         mapping. Returns ``(ok, total, [(index, error), …])`` with index
-        ``identity_index * len(scopes) + scope_index``."""
+        ``identity_index * len(scopes) + scope_index``; ``timeout_s`` bounds the whole call."""
         pairs = [_selector(None, i) for i in identities]
-        return self._native.prefetch(pairs, list(scopes), timeout=timeout, **endpoint)
+        return self._native.prefetch(pairs, list(scopes), timeout_s=timeout_s, **endpoint)
 
 
 def identities_from_arm(identity: str) -> List[Optional[Dict[str, str]]]:
@@ -254,28 +254,28 @@ class CredentialBase:
         return scopes[0]
 
     def _answered(
-        self, scopes: Tuple[str, ...], token: str, expires_on: int, started: float
+        self, scopes: Tuple[str, ...], token: str, expires_on_s: int, started_s: float
     ) -> Tuple[AccessToken, AccessTokenInfo]:
-        now = time.time()
+        now_s = time.time()
         # The cache's own refresh time (the rule and its per-key jitter live in the core);
         # `None` when the token is no longer held there: then nothing is memoised and the
         # next call asks the cache again.
-        refresh_on = self._binding.refresh_on(scopes[0])
+        refresh_on_s = self._binding.refresh_on_s(scopes[0])
         old = self._tokens.get(scopes)
-        at = AccessToken(token, expires_on)
-        info = AccessTokenInfo(token, expires_on, refresh_on=refresh_on)
-        if refresh_on is not None:
-            self._tokens[scopes] = (refresh_on, at)
-            self._infos[scopes] = (refresh_on, info)
+        at = AccessToken(token, expires_on_s)
+        info = AccessTokenInfo(token, expires_on_s, refresh_on=refresh_on_s)
+        if refresh_on_s is not None:
+            self._tokens[scopes] = (refresh_on_s, at)
+            self._infos[scopes] = (refresh_on_s, info)
         if _LOG.isEnabledFor(logging.DEBUG):
             _LOG.debug(
                 "%s token for %s, %s: expires_on=%d, refresh_on=%s, %.1f ms",
                 "refreshed" if old is not None and old[1].token != token else "got",
                 self._who,
                 scopes[0],
-                expires_on,
-                refresh_on,
-                (now - started) * 1000,
+                expires_on_s,
+                refresh_on_s,
+                (now_s - started_s) * 1000,
             )
         return at, info
 

@@ -77,11 +77,11 @@ class ManagedIdentityCredential(CredentialBase):
 
     def _fetch(self, scopes: Tuple[str, ...], bypass: bool) -> Tuple[AccessToken, AccessTokenInfo]:
         scope = self._scope(scopes)
-        started = time.time()
+        started_s = time.time()
         debug = _LOG.isEnabledFor(logging.DEBUG)
         before = self._cache.stats() if debug else None
         try:
-            token, expires_on = self._binding.get(scope, bypass)
+            token, expires_on_s = self._binding.get(scope, bypass)
         except Exception as error:
             self._failed(scopes, error)
             raise
@@ -90,7 +90,7 @@ class ManagedIdentityCredential(CredentialBase):
                 moved = _moved(before, self._cache.stats())
                 if moved:
                     _LOG.debug("cache counters while asking for %s: %s", self._who, moved)
-        return self._answered(scopes, token, expires_on, started)
+        return self._answered(scopes, token, expires_on_s, started_s)
 
     def close(self) -> None:
         """Forgets this credential's token objects; the shared cache keeps the tokens."""

@@ -29,17 +29,17 @@ class TokenCache:
         capacity: int,
         max_token_bytes: int,
         rate: int,
-        rate_window: float,
+        rate_window_s: float,
         in_flight: int,
-        deadline: float,
-        connect_timeout: float,
-        attempt_timeout: float,
-        backoff: float,
-        gone_interval: float,
-        negative_ttl: float,
-        refresh_margin: float,
-        min_lifetime: float,
-        eager_retry: float,
+        deadline_s: float,
+        connect_timeout_s: float,
+        attempt_timeout_s: float,
+        backoff_s: float,
+        gone_interval_s: float,
+        negative_ttl_s: float,
+        refresh_margin_s: float,
+        min_lifetime_s: float,
+        eager_retry_s: float,
         refresher: bool,
         verify_client_id: bool,
         arc_key_dir: Optional[str] = None,
@@ -60,7 +60,7 @@ class TokenCache:
         identities: List[Tuple[str, Optional[str]]],
         resources: List[str],
         *,
-        timeout: float = 90.0,
+        timeout_s: float = 90.0,
         flavour: Optional[str] = None,
         endpoint: Optional[str] = None,
         secret: Optional[str] = None,
@@ -78,7 +78,7 @@ class Binding:
         call_soon_threadsafe: Callable[..., Any],
         done: Callable[[Optional[Tuple[str, int]], Optional[BaseException]], None],
     ) -> Optional[Tuple[str, int]]: ...
-    def refresh_on(self, scope: str) -> Optional[int]: ...
+    def refresh_on_s(self, scope: str) -> Optional[int]: ...
     def invalidate(self, scope: str) -> bool: ...
     @property
     def flavour(self) -> Optional[str]: ...

@@ -68,7 +68,7 @@ class ManagedIdentityCredential(CredentialBase):
         self, scopes: Tuple[str, ...], bypass: bool
     ) -> Tuple[AccessToken, AccessTokenInfo]:
         scope = self._scope(scopes)
-        started = time.time()
+        started_s = time.time()
         loop = asyncio.get_running_loop()
         future: "asyncio.Future[Tuple[str, int]]" = loop.create_future()
         try:
@@ -78,11 +78,11 @@ class ManagedIdentityCredential(CredentialBase):
                 loop.call_soon_threadsafe,
                 lambda value, error: _settle(future, value, error),
             )
-            token, expires_on = hit if hit is not None else await future
+            token, expires_on_s = hit if hit is not None else await future
         except Exception as error:
             self._failed(scopes, error)
             raise
-        return self._answered(scopes, token, expires_on, started)
+        return self._answered(scopes, token, expires_on_s, started_s)
 
     async def close(self) -> None:
         """Forgets this credential's token objects; the shared cache keeps the tokens."""
