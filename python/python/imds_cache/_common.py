@@ -129,11 +129,13 @@ def identities_from_arm(identity: str) -> List[Optional[Dict[str, str]]]:
     ``TokenCache.prefetch`` takes them: ``None`` for the system-assigned identity, then
     ``{"resource_id": …}`` for each user-assigned one. ``ValueError`` says what is wrong
     with a malformed property."""
-    return [
-        None if kind == "system" else {kind: value}
-        for kind, value in _imds_cache.identities_from_arm(identity)
-        if kind == "system" or value is not None
-    ]
+    identities: List[Optional[Dict[str, str]]] = []
+    for kind, value in _imds_cache.identities_from_arm(identity):
+        if kind == "system":
+            identities.append(None)
+        elif value is not None:
+            identities.append({kind: value})
+    return identities
 
 
 _default_lock = threading.Lock()
