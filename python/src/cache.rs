@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::binding::{identity_of, Binding};
+use crate::clock::FakeClock;
 use crate::errors::to_pyerr;
 use crate::{exit_gate, logging};
 
@@ -137,7 +138,8 @@ impl TokenCache {
     #[new]
     #[pyo3(signature = (*, capacity, max_token_bytes, rate, rate_window_s, in_flight, deadline_s,
         connect_timeout_s, attempt_timeout_s, backoff_s, gone_interval_s, negative_ttl_s, refresh_margin_s,
-        min_lifetime_s, eager_retry_s, refresher, verify_client_id, arc_key_dir = None))]
+        min_lifetime_s, eager_retry_s, refresher, verify_client_id, arc_key_dir = None,
+        clock = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         capacity: usize,
@@ -157,6 +159,7 @@ impl TokenCache {
         refresher: bool,
         verify_client_id: bool,
         arc_key_dir: Option<&str>,
+        clock: Option<PyRef<'_, FakeClock>>,
     ) -> PyResult<Self> {
         if capacity == 0 {
             return Err(PyValueError::new_err("capacity must be at least 1"));
@@ -194,6 +197,7 @@ impl TokenCache {
                 attempt_timeout: seconds("attempt_timeout_s", attempt_timeout_s)?,
                 refresher,
                 events: Some(Observer::new(logging::log_event)),
+                clock: clock.map(|c| c.clock()).unwrap_or_default(),
                 ..ClientConfig::default()
             },
             clients: Mutex::new(Vec::new()),
@@ -296,6 +300,12 @@ impl TokenCache {
 
     /// D12: in a child after `fork` (the driver's own `pthread_atfork` handler already did
     /// it; calling again is harmless).
+    /// Now on this cache's clock, epoch seconds: the wall clock, or the `FakeClock` it was
+    /// made with. The credentials' memo compares its refresh times with this.
+    fn now_s(&self) -> f64 {
+        self.config.clock.now_ms() as f64 / 1000.0
+    }
+
     fn atfork_child(&self) {
         // A fork in the middle of `client()` leaves the mutex possibly locked by a thread
         // that is gone: never block here.

@@ -6,6 +6,7 @@
 
 mod binding;
 mod cache;
+mod clock;
 mod errors;
 mod exit_gate;
 mod logging;
@@ -63,6 +64,7 @@ fn _imds_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ERROR_CODES", PyTuple::new(py, codes)?)?;
     m.add_class::<cache::TokenCache>()?;
     m.add_class::<binding::Binding>()?;
+    m.add_class::<clock::FakeClock>()?;
     m.add_function(wrap_pyfunction!(identities_from_arm, m)?)?;
     m.add_function(wrap_pyfunction!(exit_gate::_close_gate, m)?)?;
     let close = m.getattr("_close_gate")?;

@@ -359,24 +359,34 @@ def test_ctrl_c_interrupts_a_waiting_call_and_the_fetch_still_fills_the_cache(
     assert e.requests() == 1
 
 
+def wait_until(condition: Any, what: str, limit_s: float = 15.0) -> None:
+    """Polls `condition` until it holds; `limit_s` only bounds a run that went wrong."""
+    give_up = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < give_up, f"never: {what}"
+        time.sleep(0.01)
+
+
 def test_refresh_renews_in_the_background_and_a_failed_one_keeps_the_token(emulator_factory: Any) -> None:
-    # 362 s tokens with a 360 s margin: a refresh is due about 2 s after the fetch.
+    # 362 s tokens with a 360 s margin: a refresh is due within 2 s of the fetch (D8's
+    # jitter), on the cache's fake clock, which moves only when the test says.
     e = emulator_factory("--token-lifetime", "362")
-    cache = TokenCache(refresh_margin_s=360, min_lifetime_s=1, backoff_s=0.1, eager_retry_s=0.2)
+    clock = imds_cache._imds_cache.FakeClock()
+    cache = TokenCache(refresh_margin_s=360, min_lifetime_s=1, backoff_s=0.1, eager_retry_s=0.2, _clock=clock)
     credential = ManagedIdentityCredential(endpoint=e.url, cache=cache)
     first = credential.get_token(ARM)
     e.faults({"kind": "status", "status": 500})
-    time.sleep(2.5)
+    clock.advance(3)
+    # Due: this hit hands the refresh to the background refresher, whose request fails.
+    assert credential.get_token(ARM).token == first.token
+    wait_until(lambda: e.stats()["statuses"].get("500", 0) >= 1, "the refresh request")
     for _ in range(4):
         assert credential.get_token(ARM).token == first.token, "valid token kept"
-        time.sleep(0.25)
-    assert e.stats()["statuses"].get("500", 0) >= 1
+    assert e.stats()["tokens_minted"] == 1, "no token came from the failed refresh"
     e.faults()
     e.post("/control/advance?secs=100")  # the emulator re-mints: under 5 min left there
-    deadline = time.monotonic() + 15
-    while credential.get_token(ARM).token == first.token:
-        assert time.monotonic() < deadline, "no refresh"
-        time.sleep(0.1)
+    clock.advance(1)  # past the eager retry of the failed refresh
+    wait_until(lambda: credential.get_token(ARM).token != first.token, "the renewed token")
     assert cache.stats()["refreshes"] >= 1
 
 
@@ -466,7 +476,7 @@ def test_a_forked_child_keeps_serving(imds: Emulator) -> None:
     imds.faults({"kind": "delay", "ms": 300, "count": 1})
     other = threading.Thread(target=lambda: ManagedIdentityCredential(cache=cache).get_token(STORAGE))
     other.start()
-    time.sleep(0.05)
+    wait_until(lambda: imds.stats()["current_concurrency"] >= 1, "the miss at the emulator")
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         ok = False

@@ -18,7 +18,7 @@ from conftest import ARM, VAULT, Emulator
 
 def test_token_cache_defaults_are_the_native_ones() -> None:
     params = inspect.signature(TokenCache.__init__).parameters
-    defaults = {k: p.default for k, p in params.items() if k not in ("self", "arc_key_dir")}
+    defaults = {k: p.default for k, p in params.items() if k not in ("self", "arc_key_dir", "_clock")}
     assert defaults == DEFAULTS
     assert DEFAULTS["rate"] == 20 and DEFAULTS["in_flight"] == 5  # IMDS's own limits
     TokenCache(**DEFAULTS)

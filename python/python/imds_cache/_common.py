@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from azure.core import credentials as _core
 
@@ -43,6 +43,10 @@ _CACHES: "weakref.WeakSet[TokenCache]" = weakref.WeakSet()
 
 # The defaults live in Rust (the driver's and the core's configuration), read once here.
 _DEFAULTS: Dict[str, Any] = _imds_cache.DEFAULTS
+
+
+def _clock_reader(clock: _imds_cache.FakeClock) -> Callable[[], float]:
+    return lambda: clock.now_s
 
 
 class TokenCache:
@@ -80,7 +84,11 @@ class TokenCache:
         refresher: bool = _DEFAULTS["refresher"],
         verify_client_id: bool = _DEFAULTS["verify_client_id"],
         arc_key_dir: Optional[str] = None,
+        _clock: Optional[_imds_cache.FakeClock] = None,
     ) -> None:
+        # Tests pass a FakeClock (``_clock``) to run refresh and expiry on fake time; the
+        # credentials' memo then reads the same clock.
+        self._now_s: Callable[[], float] = time.time if _clock is None else _clock_reader(_clock)
         self._native = _imds_cache.TokenCache(
             capacity=capacity,
             max_token_bytes=max_token_bytes,
@@ -99,6 +107,7 @@ class TokenCache:
             refresher=refresher,
             verify_client_id=verify_client_id,
             arc_key_dir=arc_key_dir,
+            clock=_clock,
         )
         _CACHES.add(self)
 
@@ -228,6 +237,7 @@ class CredentialBase:
             kind, value, flavour=flavour, endpoint=endpoint, secret=secret
         )
         self._who = describe(kind, value)
+        self._now_s = self._cache._now_s
         # scopes → (refresh time, token object); a hit returns the same object.
         self._tokens: Dict[Tuple[str, ...], Tuple[float, AccessToken]] = {}
         self._infos: Dict[Tuple[str, ...], Tuple[float, AccessTokenInfo]] = {}
@@ -258,7 +268,7 @@ class CredentialBase:
     def _answered(
         self, scopes: Tuple[str, ...], token: str, expires_on_s: int, started_s: float
     ) -> Tuple[AccessToken, AccessTokenInfo]:
-        now_s = time.time()
+        now_s = self._now_s()
         # The cache's own refresh time (the rule and its per-key jitter live in the core);
         # `None` when the token is no longer held there: then nothing is memoised and the
         # next call asks the cache again.

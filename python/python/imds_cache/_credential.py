@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from types import TracebackType
 from typing import Any, Dict, Optional, Tuple, Type
 
@@ -59,7 +58,7 @@ class ManagedIdentityCredential(CredentialBase):
         and ``enable_cae`` do not apply to managed identities and are ignored."""
         if claims is None:
             memo = self._tokens.get(scopes)
-            if memo is not None and memo[0] > time.time():
+            if memo is not None and memo[0] > self._now_s():
                 return memo[1]
         return self._fetch(scopes, claims is not None)[0]
 
@@ -71,13 +70,13 @@ class ManagedIdentityCredential(CredentialBase):
         claims = options_claims(options)
         if claims is None:
             memo = self._infos.get(scopes)
-            if memo is not None and memo[0] > time.time():
+            if memo is not None and memo[0] > self._now_s():
                 return memo[1]
         return self._fetch(scopes, claims is not None)[1]
 
     def _fetch(self, scopes: Tuple[str, ...], bypass: bool) -> Tuple[AccessToken, AccessTokenInfo]:
         scope = self._scope(scopes)
-        started_s = time.time()
+        started_s = self._now_s()
         debug = _LOG.isEnabledFor(logging.DEBUG)
         before = self._cache.stats() if debug else None
         try:

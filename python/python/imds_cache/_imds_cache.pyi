@@ -4,6 +4,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, final
 __all__ = [
     "Binding",
     "DEFAULTS",
+    "FakeClock",
     "ERROR_CODES",
     "FLAVOURS",
     "STATS_FIELDS",
@@ -43,6 +44,7 @@ class TokenCache:
         refresher: bool,
         verify_client_id: bool,
         arc_key_dir: Optional[str] = None,
+        clock: Optional[FakeClock] = None,
     ) -> TokenCache: ...
     def bind(
         self,
@@ -65,8 +67,16 @@ class TokenCache:
         endpoint: Optional[str] = None,
         secret: Optional[str] = None,
     ) -> Tuple[int, int, List[Tuple[int, BaseException]]]: ...
+    def now_s(self) -> float: ...
     def atfork_child(self) -> None: ...
     def flavours(self) -> List[str]: ...
+
+@final
+class FakeClock:
+    def __new__(cls) -> FakeClock: ...
+    def advance(self, seconds: float) -> None: ...
+    @property
+    def now_s(self) -> float: ...
 
 @final
 class Binding:

@@ -8,7 +8,6 @@ whose small worker pool (never a thread per call) resolves it through
 from __future__ import annotations
 
 import asyncio
-import time
 from types import TracebackType
 from typing import Any, Optional, Tuple, Type
 
@@ -49,7 +48,7 @@ class ManagedIdentityCredential(CredentialBase):
         """A token for the one scope; see the sync credential."""
         if claims is None:
             memo = self._tokens.get(scopes)
-            if memo is not None and memo[0] > time.time():
+            if memo is not None and memo[0] > self._now_s():
                 return memo[1]
         return (await self._fetch(scopes, claims is not None))[0]
 
@@ -60,7 +59,7 @@ class ManagedIdentityCredential(CredentialBase):
         claims = options_claims(options)
         if claims is None:
             memo = self._infos.get(scopes)
-            if memo is not None and memo[0] > time.time():
+            if memo is not None and memo[0] > self._now_s():
                 return memo[1]
         return (await self._fetch(scopes, claims is not None))[1]
 
@@ -68,7 +67,7 @@ class ManagedIdentityCredential(CredentialBase):
         self, scopes: Tuple[str, ...], bypass: bool
     ) -> Tuple[AccessToken, AccessTokenInfo]:
         scope = self._scope(scopes)
-        started_s = time.time()
+        started_s = self._now_s()
         loop = asyncio.get_running_loop()
         future: "asyncio.Future[Tuple[str, int]]" = loop.create_future()
         try:
