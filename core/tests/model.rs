@@ -1268,11 +1268,6 @@ fn model_matches_cache() {
     coverage_report(MODEL_ANSWERS);
 }
 
-/// A cache of 4 slots and 9 arena blocks (a 1.9 KB token takes 8) for 7 keys per flavour:
-/// entries are evicted all the time. The lighter model of the fuzz target checks that an entry
-/// with a live ticket is never evicted (its lookups never answer `Fetch`, its ticket is never
-/// refused), that `CacheFull` comes only when every (other) entry has a live ticket, that a hit
-/// is the last token stored for its key, single flight and the budget.
 /// Peeks from another thread during the same runs return only tokens the model held at the
 /// peek's linearisation point. (Miri checks the races themselves in the core's own concurrent
 /// tests; here the point is the answers, over the model's many paths.)
@@ -1293,6 +1288,11 @@ fn concurrent_peeks_return_tokens_the_model_held() {
     );
 }
 
+/// A cache of 4 slots and 9 arena blocks (a 1.9 KB token takes 8) for 7 keys per flavour:
+/// entries are evicted all the time. The lighter model of the fuzz target checks that an entry
+/// with a live ticket is never evicted (its lookups never answer `Fetch`, its ticket is never
+/// refused), that `CacheFull` comes only when every (other) entry has a live ticket, that a hit
+/// is the last token stored for its key, single flight and the budget.
 #[test]
 fn eviction_keeps_live_tickets() {
     let total = RefCell::new(checks::ops::Reached::default());
