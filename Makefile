@@ -38,7 +38,8 @@ TEST_STEPS := setup help-check fmt-check clippy unit bare-metal doc benches-comp
 test-steps:
 	@times=; for step in $(TEST_STEPS); do \
 		start=$$(date +%s); \
-		$(MAKE) --no-print-directory $$step || { echo "make test: $$step failed"; exit 1; }; \
+		$(MAKE) --no-print-directory $$step || { \
+			echo "make test: step times:$$times"; echo "make test: $$step failed"; exit 1; }; \
 		times="$$times $$step $$(( $$(date +%s) - start ))s"; \
 	done; echo "make test: step times:$$times"
 	@echo "make test: all checks passed"
