@@ -5,7 +5,8 @@ sdist's Cargo.toml but copies Cargo.lock unchanged, so a build with `locked = tr
 (python/pyproject.toml) fails: "cannot update the lock file ... because --locked was passed".
 This lets cargo drop the lock entries nothing in the sdist uses, checks that it only dropped
 whole entries (every pin that is left is the one from the repository), and rewrites the sdist
-with the new lock and everything else as it was. A lock that needs no change is left alone.
+with the new lock and everything else as it was (a package's list of dependencies may shrink,
+as features only the dropped members enabled go). A lock that needs no change is left alone.
 
 Usage: python tools/dist/sdist_lock.py SDIST.tar.gz
 """
@@ -25,6 +26,17 @@ from pathlib import Path
 def entries(lock: bytes) -> dict[tuple[str, str], dict[str, object]]:
     packages = tomllib.loads(lock.decode())["package"]
     return {(p["name"], p["version"]): p for p in packages}
+
+
+def same_pin(old: dict[str, object], new: dict[str, object]) -> bool:
+    """The same version, source and checksum, and no dependency the repository's lock did not
+    list: the list may shrink, as features that only the dropped members enabled go (and a
+    dependency's version suffix goes when one version of it is left)."""
+    deps = lambda p: {d.split()[0] for d in p.get("dependencies", [])}  # noqa: E731
+    return (
+        all(old.get(f) == new.get(f) for f in ("version", "source", "checksum"))
+        and deps(new) <= deps(old)
+    )
 
 
 def pruned_lock(sdist: Path) -> tuple[str, bytes, bytes]:
@@ -54,7 +66,7 @@ def main() -> None:
         print(f"sdist_lock: {sdist.name}: Cargo.lock already matches")
         return
     old, new = entries(before), entries(after)
-    changed = [k for k, v in new.items() if old.get(k) != v]
+    changed = [k for k, v in new.items() if k not in old or not same_pin(old[k], v)]
     if changed:
         sys.exit(f"sdist_lock: cargo changed pins, not only dropped entries: {changed}")
     with tarfile.open(sdist) as tar:
