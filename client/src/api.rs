@@ -293,6 +293,19 @@ impl Drop for Client {
 }
 
 impl Client {
+    /// `f` of the token of `identity` and `resource` and its expiry (epoch seconds) if the
+    /// lock-free read finds one; the bytes are wiped when `f` returns. `None` sends the caller
+    /// to the full path (a miss, a due refresh, a token being written).
+    #[cfg(feature = "azure_core")]
+    pub(crate) fn peek_with<T>(
+        &self,
+        identity: &Identity<'_>,
+        resource: &Resource<'_>,
+        f: impl FnOnce(&[u8], u64) -> T,
+    ) -> Option<T> {
+        crate::future::peek_with(&self.shared, &self.key(identity, resource), f)
+    }
+
     /// The token for `identity` and `resource`, as a future that any executor can drive (the
     /// crate starts no runtime). A hit resolves on the first poll, by the blocking call's
     /// path; a miss, or another caller's fetch of the same key, goes on in the worker pool

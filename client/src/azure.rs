@@ -16,7 +16,7 @@ use azure_core::time::OffsetDateTime;
 use imds_cache::{Identity, IdentityKind, Resource};
 use parking_lot::Mutex;
 
-use crate::{Client, Error, Token};
+use crate::{Client, Error};
 
 /// A user-assigned identity, by one of its three names (azure_identity's spellings).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,19 +117,19 @@ fn credential_error(error: Error, explained: Option<String>) -> azure_core::Erro
     azure_core::Error::with_error(ErrorKind::Credential, error, message)
 }
 
-/// The owned form azure_core wants. The `String` inside the [`Secret`] is azure_core's to
-/// keep; ours ([`Token`]) is wiped when it drops here.
-fn access_token(token: Token) -> azure_core::Result<AccessToken> {
-    let text = token.as_str().ok_or_else(|| {
+/// The owned form azure_core wants, from the token's bytes. The `String` inside the
+/// [`Secret`] is azure_core's to keep; the bytes given are ours, wiped by the caller.
+fn access_token(bytes: &[u8], expires_on_s: u64) -> azure_core::Result<AccessToken> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
         azure_core::Error::with_message(ErrorKind::DataConversion, "the token is not UTF-8")
     })?;
-    let expires_on_s = i64::try_from(token.expires_on_s())
+    let expires_on = i64::try_from(expires_on_s)
         .ok()
         .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
         .ok_or_else(|| {
             azure_core::Error::with_message(ErrorKind::DataConversion, "expires_on out of range")
         })?;
-    Ok(AccessToken::new(Secret::new(text.to_owned()), expires_on_s))
+    Ok(AccessToken::new(Secret::new(text.to_owned()), expires_on))
 }
 
 #[async_trait]
@@ -142,8 +142,12 @@ impl TokenCredential for ManagedIdentityCredential {
         let resource = Resource::from_scopes(scopes)
             .map_err(|e| credential_error(Error::Resource(e), None))?;
         let identity = self.identity();
+        // A hit: the token goes from the table to azure_core's String with one copy between.
+        if let Some(token) = self.client.peek_with(&identity, &resource, access_token) {
+            return token;
+        }
         match self.client.get_token_async(&identity, &resource).await {
-            Ok(token) => access_token(token),
+            Ok(token) => access_token(token.secret(), token.expires_on_s()),
             Err(e) => {
                 let explained = self.client.explain(&e, &identity);
                 Err(credential_error(e, Some(explained)))

@@ -132,18 +132,23 @@ impl<'a> GetToken<'a> {
 }
 
 /// The first poll: a hit is copied out and returned; anything else is handed to the pool.
-/// The token, if the lock-free read finds it: the common case, answered with no slot, no
-/// callback and no deadline made for it.
-fn hit(shared: &Shared, key: &Key<'_>) -> Option<Token> {
+/// `f` of the token and its expiry (epoch seconds), if the lock-free read finds a token: the
+/// common case, answered with no slot, no callback and no deadline made for it. The bytes are
+/// in this thread's scratch buffer, wiped when `f` returns.
+pub(crate) fn peek_with<T>(
+    shared: &Shared,
+    key: &Key<'_>,
+    f: impl FnOnce(&[u8], u64) -> T,
+) -> Option<T> {
     SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
         if buf.len() < shared.config.cache.max_token_bytes {
             buf.resize(shared.config.cache.max_token_bytes, 0);
         }
         let (len, expires_on_s) = shared.peek(key, shared.now_ms(), &mut buf)?;
-        let token = Token::new(Box::from(&buf[..len]), expires_on_s);
+        let answer = f(&buf[..len], expires_on_s);
         buf[..len].zeroize();
-        Some(token)
+        Some(answer)
     })
 }
 
@@ -174,7 +179,10 @@ impl Future for GetToken<'_> {
         let this = self.get_mut();
         let answer = match &this.state {
             State::Start { shared, key } => {
-                if let Some(token) = hit(shared, key) {
+                let token = peek_with(shared, key, |bytes, expires_on_s| {
+                    Token::new(Box::from(bytes), expires_on_s)
+                });
+                if let Some(token) = token {
                     this.state = State::Done;
                     return Poll::Ready(Ok(token));
                 }
