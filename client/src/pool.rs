@@ -9,6 +9,7 @@ use imds_cache::{Identity, IdentityKind, Key, Lookup, OutcomeClass, Resource, Ti
 use parking_lot::{Condvar, Mutex};
 use zeroize::Zeroize;
 
+use crate::refresher::Without;
 use crate::shared::{Deadline, Shared};
 use crate::Error;
 
@@ -46,6 +47,9 @@ pub(crate) enum Reply {
     Notify(Callback),
     /// Key number `index` of a `prefetch`, told only whether a token is now cached.
     Warm { index: usize, into: Arc<Warmed> },
+    /// A refresh a hit handed over when the client has no background refresher: nobody
+    /// waits for it.
+    Refresh,
 }
 
 impl Reply {
@@ -53,6 +57,7 @@ impl Reply {
         match self {
             Reply::Notify(done) => done(result.map(|(token, exp)| (token.to_vec(), exp))),
             Reply::Warm { index, into } => into.push(index, result.map(|_| ())),
+            Reply::Refresh => {}
         }
     }
 }
@@ -125,8 +130,7 @@ impl Shared {
                 refresh,
             } => {
                 if let Some(ticket) = refresh {
-                    state.queue.push_back(ticket);
-                    self.refresher.notify_one();
+                    self.hand_off_refresh(state, ticket, key, deadline, Without::Pool);
                 }
                 return Ok(Some((len, expires_on_ms / 1000)));
             }
@@ -151,6 +155,21 @@ impl Shared {
     }
 
     /// Queues a call in its pool; starts a worker if none is idle and the pool has room.
+    /// Runs the refresh of `ticket` for `key` on the pool, nobody waiting for it.
+    pub(crate) fn submit_refresh(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        key: &Key<'_>,
+        deadline: Instant,
+    ) {
+        self.submit(Job {
+            ticket: Some(ticket),
+            key: OwnedKey::new(&key.identity, &key.resource),
+            deadline,
+            reply: Reply::Refresh,
+        });
+    }
+
     fn submit(self: &Arc<Self>, job: Job) {
         let which = usize::from(job.ticket.is_some());
         let mut pool = self.pools[which].lock();

@@ -2,12 +2,49 @@
 //! that hot paths never wait on the endpoint.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use imds_cache::{Key, Ticket};
+use parking_lot::MutexGuard;
 
 use crate::events::Event;
-use crate::shared::Shared;
+use crate::shared::{Shared, State};
+
+/// Where the refresh a hit came with runs when there is no background refresher.
+pub(crate) enum Without {
+    /// On the caller's thread, before it returns (a blocking call: the token it copied out
+    /// stays valid whatever the refresh does).
+    Caller,
+    /// On the worker pool, so that the caller (an event loop) is not held up.
+    Pool,
+}
 
 impl Shared {
+    /// Sees to the refresh ticket a hit for `key` came with, releasing `state`: the
+    /// background refresher's queue when there is one, else `without`.
+    pub(crate) fn hand_off_refresh(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, State>,
+        ticket: Ticket,
+        key: &Key<'_>,
+        deadline: Instant,
+        without: Without,
+    ) {
+        if self.config.refresher {
+            state.queue.push_back(ticket);
+            drop(state);
+            self.refresher.notify_one();
+            return;
+        }
+        drop(state);
+        match without {
+            Without::Caller => {
+                let _ = self.fetch(ticket, Some(key), Some(deadline), 1, true);
+            }
+            Without::Pool => self.submit_refresh(ticket, key, deadline),
+        }
+    }
+
     /// Starts the refresher if this process has none (at creation, and lazily after `fork`).
     pub(crate) fn ensure_refresher(self: &Arc<Self>) {
         if !self.config.refresher {

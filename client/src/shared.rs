@@ -24,6 +24,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::ClientConfig;
 use crate::events::Event;
 use crate::pool::Pool;
+use crate::refresher::Without;
 use crate::source::OwnedEndpoint;
 use crate::Error;
 
@@ -174,16 +175,8 @@ impl Shared {
                     refresh,
                 } => {
                     if let Some(ticket) = refresh {
-                        if shared.config.refresher {
-                            state.queue.push_back(ticket);
-                            shared.refresher.notify_one();
-                        } else {
-                            // No refresher: this caller refreshes before it returns (the
-                            // token in `out` stays valid whatever the refresh does).
-                            drop(state);
-                            let deadline = deadline.instant();
-                            let _ = shared.fetch(ticket, Some(key), Some(deadline), 1, true);
-                        }
+                        let deadline = deadline.instant();
+                        shared.hand_off_refresh(state, ticket, key, deadline, Without::Caller);
                     }
                     return Ok((len, expires_on_ms / 1000));
                 }

@@ -359,6 +359,44 @@ fn refresher_renews_before_expiry_without_a_gap() {
 }
 
 #[test]
+fn without_a_refresher_a_pooled_hit_refreshes_on_the_pool() {
+    // The asyncio path (`get_token_or_notify`) of a client made without a background
+    // refresher: a hit that is due for refresh answers at once, and a worker renews it.
+    let e = emulator(Mode::Imds, 0, |c| c.token_lifetime = 362);
+    let clock = FakeClock::new();
+    let client = client_for(&e, |c| {
+        c.cache.refresh_margin_ms = 360_000;
+        c.cache.min_lifetime_ms = 1_000;
+        c.clock = clock.clock();
+        c.refresher = false;
+    });
+    let (first, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    e.advance(100); // the emulator re-mints: under 5 minutes left there
+    clock.advance(BEHIND_MS + 2500);
+    let mut out = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hit = client
+        .get_token_or_notify(
+            &Identity::SYSTEM,
+            &res(ARM),
+            &mut out,
+            deadline,
+            Box::new(|_| panic!("a hit calls nothing back")),
+        )
+        .unwrap();
+    let (len, _) = hit.expect("a hit, answered at once");
+    assert_eq!(&out[..len], &first[..], "the valid token meanwhile");
+    // The worker's refresh: a second request, and then the new token on a hit.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap().0 == first {
+        assert!(Instant::now() < give_up, "the pool never refreshed the token");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(e.stats().requests, 2);
+    assert_eq!(client.stats().misses, 1, "no caller waited for the refresh");
+}
+
+#[test]
 fn proxy_variables_are_ignored() {
     // A proxy that would answer if used; the client must go to the emulator directly.
     let e = emulator(Mode::Imds, 0, |_| {});
