@@ -177,6 +177,29 @@ impl fmt::Display for Error {
 }
 
 impl Error {
+    /// One error of each variant but `Failed`, in the order of [`CODES`](Self::CODES): the
+    /// samples the C and Python layers' mirror tests map one by one.
+    #[doc(hidden)]
+    pub fn examples() -> Vec<Error> {
+        vec![
+            Error::Unavailable("x"),
+            Error::Deadline { last: None },
+            Error::BufferTooSmall { needed: 1 },
+            Error::CacheFull,
+            Error::Identity(imds_cache::IdentityError::Empty),
+            Error::Resource(ResourceError::Empty),
+            Error::Endpoint("x"),
+            Error::Request(RequestError::MissingSecret),
+            Error::Config(NewError::Storage(imds_cache::StorageError::SlotCount)),
+            Error::Unsupported("x"),
+            Error::Tls(TlsError::NotTls),
+            Error::ArcKey {
+                path: "/p.key".into(),
+                cause: ArcKeyError::NotFound,
+            },
+        ]
+    }
+
     /// The codes [`code`](Self::code) gives for every variant but `Failed` (whose code is its
     /// failure kind's, [`imds_cache::FailureKind::code`]): the C result enum and the Python
     /// exceptions' `code` are checked against this list.
@@ -253,24 +276,8 @@ mod tests {
 
     #[test]
     fn codes_are_listed_and_unique() {
-        use imds_cache::{FailureKind, IdentityError};
-        let every = [
-            Error::Unavailable("x"),
-            Error::Deadline { last: None },
-            Error::BufferTooSmall { needed: 1 },
-            Error::CacheFull,
-            Error::Identity(IdentityError::Empty),
-            Error::Resource(ResourceError::Empty),
-            Error::Endpoint("x"),
-            Error::Request(RequestError::MissingSecret),
-            Error::Config(NewError::Storage(imds_cache::StorageError::SlotCount)),
-            Error::Unsupported("x"),
-            Error::Tls(TlsError::NotTls),
-            Error::ArcKey {
-                path: "/p.key".into(),
-                cause: ArcKeyError::NotFound,
-            },
-        ];
+        use imds_cache::FailureKind;
+        let every = Error::examples();
         // One variant per listed code, in order; `Failed` is the one left out.
         let codes: Vec<&str> = every.iter().map(Error::code).collect();
         assert_eq!(codes, Error::CODES);

@@ -389,7 +389,10 @@ fn without_a_refresher_a_pooled_hit_refreshes_on_the_pool() {
     // The worker's refresh: a second request, and then the new token on a hit.
     let give_up = Instant::now() + Duration::from_secs(30);
     while client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap().0 == first {
-        assert!(Instant::now() < give_up, "the pool never refreshed the token");
+        assert!(
+            Instant::now() < give_up,
+            "the pool never refreshed the token"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(e.stats().requests, 2);

@@ -1,8 +1,8 @@
 //! The C enums mirror the core's and the client's vocabularies: these fail when one side
 //! gains a value the other does not have.
 
-use imds_cache::{FailureKind, IdentityError, NewError, RequestError, ResourceError, StorageError};
-use imds_cache_client::{ArcKeyError, Error, TlsError};
+use imds_cache::FailureKind;
+use imds_cache_client::Error;
 
 use crate::result::from_error;
 use crate::{imds_cache_failure, imds_cache_result};
@@ -26,23 +26,7 @@ fn every_failure_kind_has_its_own_c_number() {
 
 #[test]
 fn every_driver_error_code_has_its_own_result() {
-    let every = [
-        Error::Unavailable("x"),
-        Error::Deadline { last: None },
-        Error::BufferTooSmall { needed: 1 },
-        Error::CacheFull,
-        Error::Identity(IdentityError::Empty),
-        Error::Resource(ResourceError::Empty),
-        Error::Endpoint("x"),
-        Error::Request(RequestError::MissingSecret),
-        Error::Config(NewError::Storage(StorageError::SlotCount)),
-        Error::Unsupported("x"),
-        Error::Tls(TlsError::NotTls),
-        Error::ArcKey {
-            path: "/p.key".into(),
-            cause: ArcKeyError::NotFound,
-        },
-    ];
+    let every = Error::examples();
     let codes: Vec<&str> = every.iter().map(Error::code).collect();
     assert_eq!(codes, Error::CODES, "a new driver error needs its C result");
     let results: Vec<imds_cache_result> = every.into_iter().map(from_error).collect();
