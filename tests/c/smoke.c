@@ -1,6 +1,8 @@
 /*
- * Built against an installed library with pkg-config (dynamic and static): one token from the
- * emulator at argv[1] through the blocking call. Other arguments are ignored.
+ * Built against an installed library with pkg-config (dynamic and static, `make c-test`)
+ * or an extracted release tarball through its .pc files (`make dist-check`): one token from the
+ * emulator at argv[1] through the blocking call. With argv[2], the header's
+ * IMDS_CACHE_VERSION, the library's imds_cache_version() and argv[2] must be the same text.
  */
 #include <imds_cache.h>
 
@@ -15,10 +17,24 @@ int main(int argc, char **argv) {
     const char *resource = "https://management.azure.com";
     size_t len = 0;
     uint64_t expires_on_s = 0;
+    uint8_t version[64];
+    size_t version_len = 0;
     imds_cache_result r;
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s EMULATOR_URL\n", argv[0]);
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: %s EMULATOR_URL [VERSION]\n", argv[0]);
         return 2;
+    }
+    if (argc == 3) {
+        if (imds_cache_version(version, sizeof version, &version_len) != IMDS_CACHE_RESULT_OK) {
+            fprintf(stderr, "smoke: imds_cache_version failed\n");
+            return 1;
+        }
+        if (strcmp(IMDS_CACHE_VERSION, argv[2]) != 0 || version_len != strlen(argv[2]) ||
+            memcmp(version, argv[2], version_len) != 0) {
+            fprintf(stderr, "smoke: versions differ: header %s, library %.*s, expected %s\n",
+                    IMDS_CACHE_VERSION, (int)version_len, (const char *)version, argv[2]);
+            return 1;
+        }
     }
     if (imds_cache_config_new(&config) != IMDS_CACHE_RESULT_OK ||
         imds_cache_config_set_endpoint(config, IMDS_CACHE_FLAVOUR_IMDS, (const uint8_t *)argv[1],
@@ -32,7 +48,7 @@ int main(int argc, char **argv) {
     r = imds_cache_get_token(cache, &identity, (const uint8_t *)resource, strlen(resource), token,
                              sizeof token, &len, &expires_on_s);
     imds_cache_free(cache);
-    if (r != IMDS_CACHE_RESULT_OK) {
+    if (r != IMDS_CACHE_RESULT_OK || len == 0) {
         uint8_t msg[256];
         size_t n = 0;
         imds_cache_result_message(r, msg, sizeof msg, &n);

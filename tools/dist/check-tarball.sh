@@ -7,7 +7,7 @@
 # Usage: tools/dist/check-tarball.sh TARBALL VERSION EMULATOR
 set -euo pipefail
 tarball=$(realpath "$1") version=$2 emulator=$(realpath "$3")
-smoke=$(realpath "$(dirname "$0")/release_smoke.c")
+smoke=$(realpath "$(dirname "$0")/../../tests/c/smoke.c")
 name=imds-cache-$version
 work=$(mktemp -d)
 emu_pid=
