@@ -23,6 +23,7 @@ use serde::Deserialize;
 #[allow(dead_code)]
 struct TokenResponse {
     access_token: String,
+    #[serde(rename = "expires_on")]
     expires_on_s: String,
     #[serde(default)]
     expires_in: Option<String>,

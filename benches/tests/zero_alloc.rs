@@ -20,6 +20,7 @@ use counting_alloc::allocations;
 #[allow(dead_code)]
 struct TokenResponse {
     access_token: String,
+    #[serde(rename = "expires_on")]
     expires_on_s: String,
     #[serde(default)]
     expires_in: Option<String>,
