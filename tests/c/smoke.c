@@ -1,8 +1,9 @@
 /*
  * Built against an installed library with pkg-config (dynamic and static, `make c-test`)
  * or an extracted release tarball through its .pc files (`make dist-check`): one token from the
- * emulator at argv[1] through the blocking call. With argv[2], the header's
- * IMDS_CACHE_VERSION, the library's imds_cache_version() and argv[2] must be the same text.
+ * emulator at argv[1] through the blocking call. With an argument `version=V`, the header's
+ * IMDS_CACHE_VERSION, the library's imds_cache_version() and V must be the same text. Other
+ * arguments are ignored (tests/c/run.sh appends the C tests' own).
  */
 #include <imds_cache.h>
 
@@ -20,19 +21,24 @@ int main(int argc, char **argv) {
     uint8_t version[64];
     size_t version_len = 0;
     imds_cache_result r;
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s EMULATOR_URL [VERSION]\n", argv[0]);
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s EMULATOR_URL [version=V] [...]\n", argv[0]);
         return 2;
     }
-    if (argc == 3) {
+    for (int i = 2; i < argc; i++) {
+        const char *expected;
+        if (strncmp(argv[i], "version=", strlen("version=")) != 0) {
+            continue;
+        }
+        expected = argv[i] + strlen("version=");
         if (imds_cache_version(version, sizeof version, &version_len) != IMDS_CACHE_RESULT_OK) {
             fprintf(stderr, "smoke: imds_cache_version failed\n");
             return 1;
         }
-        if (strcmp(IMDS_CACHE_VERSION, argv[2]) != 0 || version_len != strlen(argv[2]) ||
-            memcmp(version, argv[2], version_len) != 0) {
+        if (strcmp(IMDS_CACHE_VERSION, expected) != 0 || version_len != strlen(expected) ||
+            memcmp(version, expected, version_len) != 0) {
             fprintf(stderr, "smoke: versions differ: header %s, library %.*s, expected %s\n",
-                    IMDS_CACHE_VERSION, (int)version_len, (const char *)version, argv[2]);
+                    IMDS_CACHE_VERSION, (int)version_len, (const char *)version, expected);
             return 1;
         }
     }

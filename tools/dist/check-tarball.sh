@@ -54,6 +54,6 @@ url=$(head -n 1 emulator.out)
 case $url in http://127.0.0.1:*) ;; *) fail "the emulator did not start: $(cat emulator.err)" ;; esac
 # From another folder, so only the rpath (shared) or nothing (static) finds the library.
 mkdir elsewhere
-(cd elsewhere && ../app_shared "$url" "$version")
-(cd elsewhere && ../app_static "$url" "$version")
+(cd elsewhere && ../app_shared "$url" "version=$version")
+(cd elsewhere && ../app_static "$url" "version=$version")
 echo "check-tarball: $(basename "$tarball"): shared and static builds from the README ran"
