@@ -28,7 +28,7 @@ pub enum RetryAfter {
     /// Delta-seconds (saturating at `u64::MAX` for absurdly long digit strings).
     Seconds(u64),
     /// An HTTP-date, as epoch seconds.
-    Date(u64),
+    EpochSeconds(u64),
 }
 
 /// A complete HTTP response; every slice borrows the caller's buffer.
@@ -406,7 +406,7 @@ fn parse_retry_after(v: &[u8]) -> Option<RetryAfter> {
     match parse_seconds(s) {
         Ok(n) => Some(RetryAfter::Seconds(n)),
         Err(TimeError::Overflow) => Some(RetryAfter::Seconds(u64::MAX)),
-        Err(_) => parse_http_date(s).ok().map(RetryAfter::Date),
+        Err(_) => parse_http_date(s).ok().map(RetryAfter::EpochSeconds),
     }
 }
 

@@ -188,7 +188,7 @@ fn jitter(base: u64, percent: u8, random: u64) -> u64 {
 pub(crate) fn retry_after_ms(config: &Config, retry_after: RetryAfter, now_ms: u64) -> u64 {
     let wanted = match retry_after {
         RetryAfter::Seconds(s) => s.saturating_mul(1000),
-        RetryAfter::Date(epoch) => epoch.saturating_mul(1000).saturating_sub(now_ms),
+        RetryAfter::EpochSeconds(epoch) => epoch.saturating_mul(1000).saturating_sub(now_ms),
     };
     wanted.clamp(config.backoff_initial_ms, config.retry_after_max_ms)
 }
@@ -475,11 +475,11 @@ mod tests {
             60_000
         );
         assert_eq!(
-            retry_after_ms(&c, RetryAfter::Date(1_700_000_007), now_ms),
+            retry_after_ms(&c, RetryAfter::EpochSeconds(1_700_000_007), now_ms),
             7000
         );
         assert_eq!(
-            retry_after_ms(&c, RetryAfter::Date(1_600_000_000), now_ms),
+            retry_after_ms(&c, RetryAfter::EpochSeconds(1_600_000_000), now_ms),
             1000
         );
     }

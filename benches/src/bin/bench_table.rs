@@ -418,7 +418,7 @@ fn main() {
         let cred = |who: &str| {
             median_ns(
                 &criterion,
-                &format!("vs_azure_identity/cached_get_token/{who}/{tasks}_tasks"),
+                &format!("vs_azure_identity_cached_get_token/{who}/{tasks}_tasks"),
             )
         };
         let (o, t) = (cred("ours"), cred("azure_identity"));

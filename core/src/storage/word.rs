@@ -177,7 +177,20 @@ pub(crate) fn load_bytes(words: &[Word], at: usize, out: &mut [u8]) -> bool {
         rest = tail;
         w += 1;
     }
-    let mut chunks = rest.chunks_exact_mut(WORD_BYTES);
+    // Four words a step, from one bounds-checked slice: the loop is store-bound.
+    let mut quads = rest.chunks_exact_mut(4 * WORD_BYTES);
+    for quad in &mut quads {
+        let src = &words[w..w + 4];
+        let (a, b) = quad.split_at_mut(2 * WORD_BYTES);
+        let (a0, a1) = a.split_at_mut(WORD_BYTES);
+        let (b0, b1) = b.split_at_mut(WORD_BYTES);
+        a0.copy_from_slice(&load(&src[0]).to_le_bytes());
+        a1.copy_from_slice(&load(&src[1]).to_le_bytes());
+        b0.copy_from_slice(&load(&src[2]).to_le_bytes());
+        b1.copy_from_slice(&load(&src[3]).to_le_bytes());
+        w += 4;
+    }
+    let mut chunks = quads.into_remainder().chunks_exact_mut(WORD_BYTES);
     for chunk in &mut chunks {
         chunk.copy_from_slice(&load(&words[w]).to_le_bytes());
         w += 1;
