@@ -211,13 +211,28 @@ impl Drop for ChildEmulator {
     }
 }
 
+/// Waits until no thread is still freeing memory (a client's worker and refresher threads
+/// let go of its arena after it is dropped): the live bytes stay put for 250 ms, 10 s at most.
+fn settle() {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut last = LIVE.load(Ordering::Relaxed);
+    let mut still = 0;
+    while still < 5 && Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = LIVE.load(Ordering::Relaxed);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+}
+
 /// Heap bytes held once `ids.len()` identities × 3 scopes are cached through `make`'s
-/// credentials (the credentials included).
+/// credentials (the credentials included), measured from a settled heap.
 fn memory(
     rt: &tokio::runtime::Runtime,
     ids: &[String],
     make: impl Fn(&str) -> Arc<dyn TokenCredential>,
 ) -> isize {
+    settle();
     let before = LIVE.load(Ordering::Relaxed);
     let credentials: Vec<_> = ids.iter().map(|id| make(id)).collect();
     cold_start(rt, &credentials, 8);
@@ -323,6 +338,7 @@ fn main() {
         cache.rate = 128;
         cache.rate_window_ms = 100;
         cache.in_flight = 16;
+        settle();
         let before = LIVE.load(Ordering::Relaxed);
         let client = Arc::new(
             Client::with_config(ClientConfig {
