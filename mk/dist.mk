@@ -62,8 +62,13 @@ dist: dist-tools
 # Packaged together, cargo verifies the second against the first through a temporary local
 # registry, so both are built from their .crate files as crates.io would see them.
 # --allow-dirty: this checks the packages; `cargo publish` itself wants a clean tree.
+# cargo unpacks the first crate from its temporary registry into CARGO_HOME/registry/src and
+# does not unpack it again while a copy of the same name and version is there: an earlier
+# `make package` would verify the second crate against the first one's old sources. Only
+# these crates' own unpacked copies are removed.
 ## cargo package with verification of the published crates (imds-cache, imds-cache-client).
 package:
+	rm -rf $(foreach c,$(DIST_CRATES),$${CARGO_HOME:-$$HOME/.cargo}/registry/src/*/$(c)-$(DIST_VERSION))
 	$(CARGO) package --locked --allow-dirty $(addprefix -p ,$(DIST_CRATES))
 	tools/dist/check-crates.sh $(DIST_VERSION) $(DIST_CRATES)
 
