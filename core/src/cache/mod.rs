@@ -29,6 +29,7 @@
 //! out in the arena).
 
 mod answers;
+mod handover;
 mod key;
 mod peek;
 mod protocol;
@@ -51,6 +52,7 @@ use crate::storage::{
 pub use answers::{
     CacheError, Done, Feed, Lookup, MemoryUse, NewError, Peek, Stats, Ticket, Transport,
 };
+pub use handover::{BadWriterState, WriterState};
 pub use key::Key;
 pub use peek::Reader;
 
@@ -76,6 +78,31 @@ impl<R: AsRef<[Word]>> TokenCache<BufferStorage<R>> {
     pub fn with_words(config: Config, layout: StorageLayout, words: R) -> Result<Self, NewError> {
         let storage = BufferStorage::new(words, layout).map_err(NewError::Storage)?;
         Self::with_storage(config, storage)
+    }
+}
+
+impl<R: AsRef<[Word]>> TokenCache<BufferStorage<R>> {
+    /// A cache over words that already hold a table another cache wrote (a region that
+    /// processes share): nothing is reset. It holds no writer state until
+    /// [`resume`](Self::resume) gives it the last writer's, which it must before its first
+    /// write.
+    pub fn attach_words(config: Config, layout: StorageLayout, words: R) -> Result<Self, NewError> {
+        config.validate().map_err(NewError::Config)?;
+        let storage = BufferStorage::new(words, layout).map_err(NewError::Storage)?;
+        let storage = Table::fresh(storage);
+        let (_, links, block_size) = storage.arena();
+        let blocks = links.len() as u32;
+        Ok(Self {
+            block_size,
+            storage,
+            rng: Rng::new(config.seed),
+            config,
+            budgets: [Budget::EMPTY; Flavour::COUNT],
+            stats: Stats::default(),
+            alloc: Alloc::new(blocks),
+            last_now_ms: 0,
+            hand: 0,
+        })
     }
 }
 
@@ -408,6 +435,8 @@ impl<S: Storage> TokenCache<S> {
 
 #[cfg(all(test, not(loom)))]
 mod concurrent_tests;
+#[cfg(all(test, not(loom)))]
+mod handover_tests;
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]

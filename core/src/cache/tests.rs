@@ -11,8 +11,8 @@ use std::string::String;
 use std::vec;
 use std::vec::Vec;
 
-const T0: u64 = 1_700_000_000_000;
-const H: u64 = 3_600_000;
+pub(super) const T0: u64 = 1_700_000_000_000;
+pub(super) const H: u64 = 3_600_000;
 const RES: &str = "https://management.azure.com";
 
 /// A cache over leaked, run-time sized slices.
@@ -27,7 +27,7 @@ pub(super) fn words(n: usize) -> Box<[Word]> {
 }
 
 /// The arena's bytes, for tests that look for (wiped) secrets.
-fn arena_bytes<S: Storage>(c: &TokenCache<S>) -> Vec<u8> {
+pub(super) fn arena_bytes<S: Storage>(c: &TokenCache<S>) -> Vec<u8> {
     let (arena, _, _) = c.storage.arena();
     arena
         .iter()
@@ -46,7 +46,7 @@ fn cache() -> TokenCache<SliceStorage<'static>> {
     cache_with(Config::DEFAULT, 64, BLOCKS)
 }
 
-fn key(i: usize) -> Key<'static> {
+pub(super) fn key(i: usize) -> Key<'static> {
     let id: &'static str =
         Box::leak(format!("{i:08x}-0000-4000-8000-000000000000").into_boxed_str());
     Key {
@@ -64,7 +64,7 @@ fn http(status: u16, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn token_response(token: &str, expires_on_ms: u64) -> Vec<u8> {
+pub(super) fn token_response(token: &str, expires_on_ms: u64) -> Vec<u8> {
     http(
         200,
         &format!(
@@ -74,14 +74,14 @@ fn token_response(token: &str, expires_on_ms: u64) -> Vec<u8> {
     )
 }
 
-fn fetch<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64) -> Ticket {
+pub(super) fn fetch<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64) -> Ticket {
     match c.lookup(k, now_ms, &mut [0; 64]).unwrap() {
         Lookup::Fetch(t) => t,
         other => panic!("expected Fetch, got {other:?}"),
     }
 }
 
-fn complete<S: Storage>(
+pub(super) fn complete<S: Storage>(
     c: &mut TokenCache<S>,
     t: Ticket,
     bytes: &[u8],
@@ -95,13 +95,13 @@ fn complete<S: Storage>(
 }
 
 /// Fetches `k` at `now_ms` and stores a token of `lifetime` ms.
-fn fill<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64, token: &str, lifetime: u64) {
+pub(super) fn fill<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64, token: &str, lifetime: u64) {
     let t = fetch(c, k, now_ms);
     let d = complete(c, t, &token_response(token, now_ms + lifetime), now_ms);
     assert!(matches!(d, Done::Token { .. }), "{d:?}");
 }
 
-fn hit<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64) -> (String, Option<Ticket>) {
+pub(super) fn hit<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64) -> (String, Option<Ticket>) {
     let mut out = vec![0u8; 32 * 1024];
     match c.lookup(k, now_ms, &mut out).unwrap() {
         Lookup::Hit { len, refresh, .. } => {

@@ -221,7 +221,9 @@ impl<S: Storage> Table<S> {
         Self { storage }
     }
 
-    /// A table over storage known to be all zeroes (`ArrayStorage::new`).
+    /// A table over storage that already holds one (written by another cache over the same
+    /// words, as when processes share a mapped file), or known to be all zeroes
+    /// (`ArrayStorage::new`).
     pub(crate) const fn fresh(storage: S) -> Self {
         Self { storage }
     }
@@ -267,6 +269,30 @@ impl<S: Storage> Table<S> {
         parts.slots.begin(s);
         parts.section = s;
         parts
+    }
+
+    /// Empties the table in place: each slot is cleared in a write section (an odd sequence
+    /// left by a writer that died is closed, never reset, so a reader mid-copy sees a change),
+    /// with its generation moved on so that old tickets are stale; then the index, links and
+    /// arena are zeroed. Returns how many slots held an entry.
+    pub(crate) fn clear(&mut self) -> usize {
+        let slots = self.slots();
+        let mut occupied = 0;
+        for s in 0..slots.len() as u32 {
+            if load(&slots.of(s)[SEQ]) % 2 == 0 {
+                slots.begin(s);
+            }
+            let old = slots.load(s);
+            occupied += usize::from(old.occupied());
+            slots.store_in_section(s, &old, &old.cleared());
+            slots.end(s);
+        }
+        let r = self.storage.regions();
+        for part in [r.index, r.links, r.arena] {
+            part.iter().for_each(|w| w.store(0, Ordering::Relaxed));
+        }
+        fence(Ordering::Release);
+        occupied
     }
 
     /// Wipes the table for good (D13): every slot's sequence is left odd, so a reader that

@@ -93,6 +93,14 @@ impl Slot {
         gone_since_ms: 0,
     };
 
+    /// The slot cleared, with its generation moved on (so that its tickets are stale).
+    pub(crate) fn cleared(&self) -> Slot {
+        Slot {
+            generation: self.generation.wrapping_add(1),
+            ..Slot::EMPTY
+        }
+    }
+
     /// A new entry's slot: occupied, no token yet.
     pub(crate) fn new_entry(
         hash: u32,
@@ -378,11 +386,10 @@ impl Parts<'_> {
     /// Returns slot `s` (already out of the index, chain freed) to the free list; stored when
     /// the parts drop.
     pub(crate) fn free_slot(&mut self, alloc: &mut Alloc, s: u32) {
-        let generation = self.slots.load(s).generation.wrapping_add(1);
+        let cleared = self.slots.load(s).cleared();
         *self.slot_mut(s) = Slot {
-            generation,
             head: alloc.free_slot,
-            ..Slot::EMPTY
+            ..cleared
         };
         alloc.free_slot = s;
         alloc.len -= 1;
