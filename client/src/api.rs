@@ -11,9 +11,16 @@ use parking_lot::{Condvar, Mutex};
 use zeroize::Zeroize;
 
 use crate::config::ClientConfig;
+use crate::config::Share;
 use crate::future::GetToken;
 use crate::pool::{Callback, Pool, Reply, Warmed};
-use crate::shared::{Deadline, Shared, State};
+use crate::shared::{Cache, Deadline, Shared, State, TableWords};
+
+/// A host table and the host's budgets.
+#[cfg(target_os = "linux")]
+type HostParts = (Arc<crate::host::table::HostTable>, crate::host::Budgets);
+#[cfg(not(target_os = "linux"))]
+type HostParts = std::convert::Infallible;
 use crate::source::{self, SourceSpec};
 use crate::Error;
 
@@ -58,10 +65,19 @@ impl Client {
         };
         let layout = imds_cache::layout(config.capacity, config.bytes_per_entry)
             .map_err(|e| Error::Config(NewError::Storage(e)))?;
-        let words: Arc<[Word]> = (0..layout.words).map(|_| Word::new(0)).collect();
-        let cache =
-            TokenCache::with_words(config.cache.clone(), layout, words).map_err(Error::Config)?;
+        let share = config.share.resolve(|name| std::env::var(name).ok());
+        let endpoint = match &explicit {
+            Some(e) => e.url.clone(),
+            None => source::from_env(flavour, &source::process_env)
+                .map_or_else(|_| flavour.name().to_string(), |e| e.url),
+        };
+        let (cache, host, refused) = Self::table(&config, layout, share, &endpoint)?;
         let reader = cache.reader();
+        #[cfg(target_os = "linux")]
+        let (table, budgets) = match host {
+            Some((table, budgets)) => (Some(table), budgets),
+            None => (None, crate::host::Budgets::process()),
+        };
         let shared = Arc::new(Shared {
             reader,
             peek_hits: crate::stripes::Counter::default(),
@@ -80,10 +96,48 @@ impl Client {
             refresher_thread: Mutex::new(None),
             pools: [Mutex::new(Pool::default()), Mutex::new(Pool::default())],
             jobs_ready: [Condvar::new(), Condvar::new()],
+            #[cfg(target_os = "linux")]
+            budgets,
+            #[cfg(target_os = "linux")]
+            host: table,
         });
+        if let Some(reason) = refused {
+            if shared.config.events.is_some() {
+                shared.emit(&crate::events::Event::NotShared { reason: &reason });
+            } else {
+                eprintln!("imds-cache: WARNING: host sharing is off, this process keeps its own cache: {reason}");
+            }
+        }
         crate::fork::register(Arc::downgrade(&shared));
         shared.ensure_refresher();
         Ok(Client { shared })
+    }
+
+    /// The client's table: the host's when it shares one and can ([`Share::Host`]), else its
+    /// own; with the reason it could not share, if it was asked to.
+    #[allow(clippy::type_complexity)]
+    fn table(
+        config: &ClientConfig,
+        layout: imds_cache::StorageLayout,
+        share: Share,
+        endpoint: &str,
+    ) -> Result<(Cache, Option<HostParts>, Option<String>), Error> {
+        let refused = if share == Share::Host {
+            #[cfg(target_os = "linux")]
+            match crate::host::open_cache(config, layout, endpoint) {
+                Ok((cache, table, budgets)) => return Ok((cache, Some((table, budgets)), None)),
+                Err(reason) => Some(reason),
+            }
+            #[cfg(not(target_os = "linux"))]
+            Some(format!("sharing needs Linux (endpoint {endpoint})"))
+        } else {
+            None
+        };
+        let words: Arc<[Word]> = (0..layout.words).map(|_| Word::new(0)).collect();
+        let cache =
+            TokenCache::with_words(config.cache.clone(), layout, TableWords::Process(words))
+                .map_err(Error::Config)?;
+        Ok((cache, None, refused))
     }
 
     /// The endpoint flavour tokens come from.
@@ -205,7 +259,7 @@ impl Client {
     pub fn invalidate(&self, identity: &Identity<'_>, resource: &Resource<'_>) -> bool {
         let key = self.key(identity, resource);
         let now_ms = self.shared.now_ms();
-        self.shared.state.lock().cache.invalidate(&key, now_ms)
+        self.shared.lock().cache.invalidate(&key, now_ms)
     }
 
     /// Warms every (identity, resource) pair within the budget; returns when all are done or
@@ -279,13 +333,13 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.shared.state.lock().stopping = true;
+        self.shared.lock().stopping = true;
         self.shared.refresher.notify_all();
         self.shared.jobs_ready.iter().for_each(|c| {
             c.notify_all();
         });
         if let Some(handle) = self.shared.refresher_thread.lock().take() {
-            if self.shared.state.lock().refresher_pid == std::process::id() {
+            if self.shared.lock().refresher_pid == std::process::id() {
                 let _ = handle.join();
             }
         }

@@ -36,6 +36,41 @@ pub struct ClientConfig {
     pub events: Option<Observer>,
     /// Where `now_ms` comes from: the wall clock unless a test injects a fake one.
     pub clock: Clock,
+    /// Whether the table and the request budget are this process's or the host's.
+    pub share: Share,
+    /// The directory of the host's files ([`Share::Host`]); `None`: `$IMDS_CACHE_DIR`, else
+    /// `$XDG_RUNTIME_DIR/imds-cache`, else `/run/user/<uid>/imds-cache`.
+    pub share_dir: Option<std::path::PathBuf>,
+}
+
+/// Who shares a client's tokens and request budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Share {
+    /// [`Share::Host`] when `IMDS_CACHE_SHARE=host`, else [`Share::Process`]: read once, when
+    /// the client is made.
+    #[default]
+    FromEnv,
+    /// This process's own table; one budget per endpoint for every client of the process.
+    Process,
+    /// One table and one budget for every process of this user on the host (Linux): the
+    /// table in a file every process maps, hits read from it without a lock or a system
+    /// call. When the files cannot be trusted or used, the client keeps a table of its own
+    /// and says why once (a [`NotShared`](crate::events::Event::NotShared) event, else a line
+    /// on stderr): sharing never fails a call.
+    Host,
+}
+
+impl Share {
+    /// What [`Share::FromEnv`] means in this environment.
+    pub(crate) fn resolve(self, env: impl Fn(&str) -> Option<String>) -> Share {
+        match self {
+            Share::FromEnv => match env("IMDS_CACHE_SHARE").as_deref() {
+                Some("host") => Share::Host,
+                _ => Share::Process,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Shows whether an observer is set, not the closure.
@@ -53,6 +88,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("refresher", &self.refresher)
             .field("events", &self.events.is_some())
             .field("clock", &self.clock)
+            .field("share", &self.share)
+            .field("share_dir", &self.share_dir)
             .finish()
     }
 }
@@ -71,6 +108,8 @@ impl Default for ClientConfig {
             refresher: true,
             events: None,
             clock: Clock::default(),
+            share: Share::FromEnv,
+            share_dir: None,
         }
     }
 }

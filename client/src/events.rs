@@ -101,18 +101,25 @@ pub enum Event<'a> {
         /// The key renewed.
         key: Key<'a>,
     },
+    /// [`Share::Host`](crate::Share::Host) was asked for, but the host's files could not be
+    /// trusted or used: this client keeps a table of its own. Told once, when it is made.
+    NotShared {
+        /// Which file or directory, and what is wrong with it.
+        reason: &'a str,
+    },
 }
 
 impl<'a> Event<'a> {
-    /// The key the event is about.
-    pub fn key(&self) -> &Key<'a> {
+    /// The key the event is about, if it is about one.
+    pub fn key(&self) -> Option<&Key<'a>> {
         match self {
             Self::Request { key, .. }
             | Self::Token { key, .. }
             | Self::Retry { key, .. }
             | Self::Failed { key, .. }
             | Self::Throttled { key, .. }
-            | Self::Refresh { key } => key,
+            | Self::Refresh { key } => Some(key),
+            Self::NotShared { .. } => None,
         }
     }
 }

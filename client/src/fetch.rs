@@ -88,22 +88,27 @@ impl Shared {
             d.saturating_duration_since(Instant::now())
         });
         if left.is_zero() {
-            let _ = self.state.lock().cache.cancel(ticket);
+            let _ = self.lock().cache.cancel(ticket);
             return Ok(None);
         }
         let timeouts = http::Timeouts {
             connect: self.config.connect_timeout.min(left),
             attempt: self.config.attempt_timeout.min(left),
         };
+        #[cfg(target_os = "linux")]
+        let gate = self.budgets.gate(&endpoint.to_string());
+        #[cfg(target_os = "linux")]
+        let Some(_permit) = self.permit(&gate, ticket, deadline) else {
+            return Ok(None);
+        };
         let max = self.config.cache.max_token_bytes + 4096 + 1;
         // D13: the request carries the secret header (and Arc's key in the second leg), the
         // response the token; both are wiped when they go, on every path out.
         let mut request = Wiped::new(8192, BufferKind::Request);
-        let first =
-            self.state
-                .lock()
-                .cache
-                .request_at(ticket, &endpoint, self.now_ms(), &mut request);
+        let first = self
+            .lock()
+            .cache
+            .request_at(ticket, &endpoint, self.now_ms(), &mut request);
         let mut to = match first {
             Ok(d) => d,
             Err(e) => return Err(self.abandon(ticket, Error::Request(request_error(e)))),
@@ -122,14 +127,13 @@ impl Shared {
                 Ok(c) => c,
                 Err(OpenError::Transport(t)) => {
                     // The guard goes with the statement: settled without the lock.
-                    let done = self.state.lock().cache.fail(ticket, t, self.now_ms());
+                    let done = self.lock().cache.fail(ticket, t, self.now_ms());
                     return Ok(self.settle(done, told));
                 }
                 Err(OpenError::Tls(refused)) => {
                     // Settled as a lost connection, so that the endpoint is asked again only
                     // after the core's backoff; this caller gets the refusal at once.
                     let _ = self
-                        .state
                         .lock()
                         .cache
                         .fail(ticket, Transport::Reset, self.now_ms());
@@ -147,7 +151,7 @@ impl Shared {
                     Some(free) if !free.is_empty() => conn.read_into(free),
                     _ => Ok(0),
                 };
-                let mut state = self.state.lock();
+                let mut state = self.lock();
                 let now_ms = self.now_ms();
                 let done = match read {
                     Err(t) => state.cache.fail(ticket, t, now_ms),
@@ -164,6 +168,19 @@ impl Shared {
                 drop(state);
                 if let Ok(Done::NeedKeyFile { path }) = done {
                     break path.to_string();
+                }
+                // A Retry-After or a 410 window holds back every client that shares the
+                // budget, not only this key.
+                #[cfg(target_os = "linux")]
+                if let Ok(Done::Retry {
+                    failure,
+                    retry_at_ms,
+                    ..
+                }) = &done
+                {
+                    if matches!(failure.status, 410 | 429) {
+                        gate.block_until(*retry_at_ms);
+                    }
                 }
                 let settled = self.settle(done, told);
                 let bad_challenge = settled
@@ -203,6 +220,48 @@ impl Shared {
                 }),
                 None => Ok(failed),
             };
+        }
+    }
+
+    /// Waits for the endpoint's shared budget to allow a request start, holding `ticket`
+    /// while the wait is short. A longer one (a Retry-After or 410 window another client
+    /// saw) is waited out without the ticket, and so is a wait past the caller's deadline:
+    /// `None`, the ticket given back, and the caller looks up again.
+    #[cfg(target_os = "linux")]
+    fn permit(
+        &self,
+        gate: &std::sync::Arc<crate::host::budget::Gate>,
+        ticket: Ticket,
+        deadline: Option<Instant>,
+    ) -> Option<crate::host::budget::Permit> {
+        // A quarter of the lease: the ticket is still live when the wait ends.
+        let hold_ms = self.config.cache.fetch_timeout_ms / 4;
+        let mut holding = true;
+        loop {
+            let seen = gate.released();
+            let now_ms = self.now_ms();
+            let retry_at_ms = match gate.try_start(&self.config.cache, now_ms) {
+                Ok(permit) if holding => return Some(permit),
+                // The ticket went back: the caller looks up again (and may hit).
+                Ok(_) => return None,
+                Err(at) => at,
+            };
+            let wake = Instant::now() + self.until(retry_at_ms);
+            let past_deadline = deadline.is_some_and(|d| wake >= d);
+            if holding && (past_deadline || retry_at_ms.saturating_sub(now_ms) > hold_ms) {
+                let _ = self.lock().cache.cancel(ticket);
+                holding = false;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            let until = deadline.map_or(wake, |d| wake.min(d));
+            gate.wait(
+                seen,
+                until
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), Duration::from_millis(100)),
+            );
         }
     }
 
@@ -277,23 +336,16 @@ impl Shared {
         key: &[u8],
         request: &mut [u8],
     ) -> Result<imds_cache::RequestDescriptor<'e>, Option<ArcError>> {
-        let next = self.state.lock().cache.complete_challenge(
-            ticket,
-            endpoint,
-            key,
-            self.now_ms(),
-            request,
-        );
+        let next =
+            self.lock()
+                .cache
+                .complete_challenge(ticket, endpoint, key, self.now_ms(), request);
         let next = match next {
             Err(CacheError::Throttled { retry_at_ms }) => {
                 std::thread::sleep(self.until(retry_at_ms));
-                self.state.lock().cache.complete_challenge(
-                    ticket,
-                    endpoint,
-                    key,
-                    self.now_ms(),
-                    request,
-                )
+                self.lock()
+                    .cache
+                    .complete_challenge(ticket, endpoint, key, self.now_ms(), request)
             }
             other => other,
         };
@@ -370,7 +422,7 @@ impl Shared {
     /// Gives the ticket back when no request could be built (a configuration error, which
     /// the waiting caller gets at once: retrying cannot mend it).
     fn abandon(&self, ticket: Ticket, e: Error) -> Error {
-        let _ = self.state.lock().cache.cancel(ticket);
+        let _ = self.lock().cache.cancel(ticket);
         e
     }
 }

@@ -112,7 +112,15 @@ pub(crate) fn reset_child(shared: &Shared) {
         *pool.lock() = Pool::default();
     }
     let mut state = shared.state.lock();
-    state.cache.release_all_tickets();
+    // A host table's tickets are every process's: the parent's fetches go on, and a ticket of
+    // a thread that is gone lapses with its lease, as a dead process's does.
+    #[cfg(target_os = "linux")]
+    let host = shared.host.is_some();
+    #[cfg(not(target_os = "linux"))]
+    let host = false;
+    if !host {
+        state.cache.release_all_tickets();
+    }
     state.queue.clear();
     state.refresher_pid = 0;
 }

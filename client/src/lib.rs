@@ -61,6 +61,8 @@ pub mod events;
 mod fetch;
 mod fork;
 mod future;
+#[cfg(target_os = "linux")]
+mod host;
 mod http;
 mod pool;
 mod refresher;
@@ -77,10 +79,14 @@ pub use api::{Client, Progress};
 #[cfg_attr(docsrs, doc(cfg(feature = "azure_core")))]
 pub use azure::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 pub use clock::{now_ms, Clock};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, Share};
 pub use error::{ArcKeyError, Error, TlsError};
 pub use events::{Event, Observer};
 pub use future::GetToken;
+/// Test-only views of a client's host table (the `test-hooks` feature).
+#[cfg(all(feature = "test-hooks", target_os = "linux"))]
+#[doc(hidden)]
+pub use host::hooks as host_hooks;
 pub use pool::{Callback, OwnedKey};
 pub use source::{detect_endpoint, detect_flavour, OwnedEndpoint, SourceSpec};
 pub use token::Token;

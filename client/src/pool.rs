@@ -118,7 +118,7 @@ impl Shared {
         if let Some(hit) = self.peek(key, self.now_ms(), out) {
             return Ok(Some(hit));
         }
-        let mut state = self.state.lock();
+        let mut state = self.lock();
         let ticket = match state
             .cache
             .lookup(key, self.now_ms(), out)

@@ -5,10 +5,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use imds_cache::{Key, Ticket};
-use parking_lot::MutexGuard;
 
 use crate::events::Event;
-use crate::shared::{Shared, State};
+use crate::shared::{Locked, Shared};
 
 /// Where the refresh a hit came with runs when there is no background refresher.
 pub(crate) enum Without {
@@ -24,7 +23,7 @@ impl Shared {
     /// background refresher's queue when there is one, else `without`.
     pub(crate) fn hand_off_refresh(
         self: &Arc<Self>,
-        mut state: MutexGuard<'_, State>,
+        mut state: Locked<'_>,
         ticket: Ticket,
         key: &Key<'_>,
         deadline: Instant,
@@ -76,7 +75,7 @@ fn refresher(weak: Weak<Shared>) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let ticket = {
-            let mut state = shared.state.lock();
+            let mut state = shared.lock();
             if state.stopping || state.refresher_pid != std::process::id() {
                 return;
             }
@@ -88,9 +87,7 @@ fn refresher(weak: Weak<Shared>) {
                         let wake = next
                             .map_or(Duration::from_secs(60), |at| shared.until(at))
                             .min(Duration::from_secs(60));
-                        shared
-                            .refresher
-                            .wait_for(&mut state, wake.max(Duration::from_millis(1)));
+                        shared.wait_refresher(&mut state, wake.max(Duration::from_millis(1)));
                         None
                     }
                 },

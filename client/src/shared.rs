@@ -19,17 +19,37 @@ use imds_cache::{
     BufferStorage, ErrorDetail, Failure, Flavour, Key, Lookup, OutcomeClass, Peek, Reader, Ticket,
     TokenCache, Word,
 };
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::config::ClientConfig;
 use crate::events::Event;
+#[cfg(target_os = "linux")]
+use crate::host::table::HostTable;
 use crate::pool::Pool;
 use crate::refresher::Without;
 use crate::source::OwnedEndpoint;
 use crate::Error;
 
-/// The table's words, shared by the writer (behind the lock) and the lock-free readers.
-pub(crate) type Words = BufferStorage<Arc<[Word]>>;
+/// The table's words, shared by the writer (behind the lock) and the lock-free readers: this
+/// process's own, or mapped from the host's file.
+#[derive(Clone)]
+pub(crate) enum TableWords {
+    Process(Arc<[Word]>),
+    #[cfg(target_os = "linux")]
+    Host(Arc<HostTable>),
+}
+
+impl AsRef<[Word]> for TableWords {
+    fn as_ref(&self) -> &[Word] {
+        match self {
+            TableWords::Process(words) => words,
+            #[cfg(target_os = "linux")]
+            TableWords::Host(table) => table.as_ref().as_ref(),
+        }
+    }
+}
+
+pub(crate) type Words = BufferStorage<TableWords>;
 pub(crate) type Cache = TokenCache<Words>;
 
 /// Condition variables that waiters of one key share with a few other keys.
@@ -64,6 +84,43 @@ pub(crate) struct Shared {
     /// wait behind callers waiting for those very fetches), one for calls that wait.
     pub(crate) pools: [Mutex<Pool>; 2],
     pub(crate) jobs_ready: [Condvar; 2],
+    /// The host's table, when this client shares it: writes take its write lock too, and
+    /// waits for a key sleep on its futex (the fetch may be another process's).
+    #[cfg(target_os = "linux")]
+    pub(crate) host: Option<Arc<HostTable>>,
+    /// The endpoints' request budgets: this process's, or the host's.
+    #[cfg(target_os = "linux")]
+    pub(crate) budgets: crate::host::Budgets,
+}
+
+/// The client's lock: the process's mutex, and with a host table its write lock, held for
+/// the core's work only (never across I/O).
+pub(crate) struct Locked<'a> {
+    guard: MutexGuard<'a, State>,
+    #[cfg(target_os = "linux")]
+    host: Option<&'a HostTable>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(host) = self.host {
+            host.leave(&self.guard.cache);
+        }
+    }
 }
 
 /// A call's deadline. `After` is read from the clock only once the call has to fetch or wait, so
@@ -100,6 +157,54 @@ pub(crate) fn stripe(key: &Key<'_>) -> usize {
 }
 
 impl Shared {
+    /// Takes the client's lock (see [`Locked`]).
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+        let mut guard = self.state.lock();
+        #[cfg(target_os = "linux")]
+        let host = self.host.as_deref();
+        #[cfg(target_os = "linux")]
+        if let Some(host) = host {
+            host.enter(&mut guard.cache);
+        }
+        Locked {
+            guard,
+            #[cfg(target_os = "linux")]
+            host,
+        }
+    }
+
+    /// Waits on `condvar` until `at` with the lock released. With a host table the wake-up
+    /// may come from another process: the wait is on the table's futex instead, at most
+    /// 100 ms at a time (the caller looks again either way).
+    pub(crate) fn wait_until(&self, locked: &mut Locked<'_>, condvar: &Condvar, at: Instant) {
+        #[cfg(target_os = "linux")]
+        if let Some(host) = locked.host {
+            let seen = host.changes();
+            host.leave(&locked.guard.cache);
+            let timeout = at
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            MutexGuard::unlocked(&mut locked.guard, || host.wait_for_change(seen, timeout));
+            host.enter(&mut locked.guard.cache);
+            return;
+        }
+        condvar.wait_until(&mut locked.guard, at);
+    }
+
+    /// Waits on the refresher's condition variable for `timeout`, with the lock released
+    /// (only this process's refresher is woken through it).
+    pub(crate) fn wait_refresher(&self, locked: &mut Locked<'_>, timeout: Duration) {
+        #[cfg(target_os = "linux")]
+        if let Some(host) = locked.host {
+            host.leave(&locked.guard.cache);
+            self.refresher.wait_for(&mut locked.guard, timeout);
+            host.enter(&mut locked.guard.cache);
+            return;
+        }
+        self.refresher.wait_for(&mut locked.guard, timeout);
+    }
+
     /// The lock-free hit: `Some` when the table holds a usable token for `key` and no
     /// refresh is due on it (the one caller told a refresh is due goes on to the locked path,
     /// which hands the refresh ticket out); `None` otherwise.
@@ -119,7 +224,7 @@ impl Shared {
 
     /// The core's counters, with the lock-free hits added.
     pub(crate) fn stats(&self) -> imds_cache::Stats {
-        let mut stats = self.state.lock().cache.stats();
+        let mut stats = self.lock().cache.stats();
         stats.hits += self.peek_hits.sum();
         stats
     }
@@ -162,7 +267,7 @@ impl Shared {
             return Ok(hit);
         }
         loop {
-            let mut state = shared.state.lock();
+            let mut state = shared.lock();
             // The only error a lookup has is CacheFull.
             let answer = state
                 .cache
@@ -203,7 +308,7 @@ impl Shared {
                         return Err(deadline_error(last));
                     }
                     let wake = (Instant::now() + shared.until(retry_at_ms)).min(deadline);
-                    shared.stripes[stripe(key)].wait_until(&mut state, wake);
+                    shared.wait_until(&mut state, &shared.stripes[stripe(key)], wake);
                     continue;
                 }
                 Lookup::Throttled { retry_at_ms } => {
@@ -225,7 +330,7 @@ impl Shared {
                         continue;
                     }
                     let wake = (Instant::now() + shared.until(retry_at_ms)).min(deadline);
-                    shared.completions.wait_until(&mut state, wake);
+                    shared.wait_until(&mut state, &shared.completions, wake);
                     continue;
                 }
                 Lookup::Failed { error, retry_at_ms } => {
@@ -252,7 +357,7 @@ impl Shared {
             if wake >= deadline.instant() {
                 return Err(deadline_error(last));
             }
-            shared.completions.wait_until(&mut state, wake);
+            shared.wait_until(&mut state, &shared.completions, wake);
         }
     }
 }

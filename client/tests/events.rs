@@ -47,7 +47,7 @@ impl Log {
     fn observer(&self) -> Observer {
         let log = self.clone();
         Observer::new(move |e: &Event<'_>| {
-            let key = e.key();
+            let key = e.key().expect("every event of these tests is about a key");
             assert_eq!(key.flavour, Flavour::Imds);
             let seen = match *e {
                 Event::Request {

@@ -75,7 +75,7 @@ fn event_level(event: &Event<'_>) -> u8 {
     match event {
         Event::Retry { .. } | Event::Throttled { .. } => INFO,
         Event::Failed { failure, .. } if failure.kind.class() == OutcomeClass::Unavailable => INFO,
-        Event::Failed { .. } => WARNING,
+        Event::Failed { .. } | Event::NotShared { .. } => WARNING,
         _ => DEBUG,
     }
 }
@@ -97,7 +97,22 @@ fn log_in_python(py: Python<'_>, event: &Event<'_>, level: u8) -> PyResult<()> {
         return Ok(());
     }
     let logger = logger(py)?;
-    let key = event.key();
+    let call = |format: &str, args: Bound<'_, PyAny>| -> PyResult<()> {
+        let call = (level, format).into_pyobject(py)?.add(args)?;
+        logger
+            .getattr("log")?
+            .call(call.downcast_into::<PyTuple>()?, None)?;
+        Ok(())
+    };
+    let Some(key) = event.key() else {
+        return match *event {
+            Event::NotShared { reason } => call(
+                "host sharing is off, this process keeps its own cache: %s",
+                (reason,).into_pyobject(py)?.into_any(),
+            ),
+            _ => Ok(()),
+        };
+    };
     let who = describe(&key.identity);
     let resource = key.resource.as_str();
     let flavour = key.flavour.name();
@@ -159,9 +174,5 @@ fn log_in_python(py: Python<'_>, event: &Event<'_>, level: u8) -> PyResult<()> {
         ),
         _ => return Ok(()),
     };
-    let call = (level, format).into_pyobject(py)?.add(args)?;
-    logger
-        .getattr("log")?
-        .call(call.downcast_into::<PyTuple>()?, None)?;
-    Ok(())
+    call(format, args)
 }

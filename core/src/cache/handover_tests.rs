@@ -13,7 +13,10 @@ fn table() -> (StorageLayout, &'static [Word]) {
     (l, &*Box::leak(words(l.words)))
 }
 
-fn pair() -> (TokenCache<SliceStorage<'static>>, TokenCache<SliceStorage<'static>>) {
+fn pair() -> (
+    TokenCache<SliceStorage<'static>>,
+    TokenCache<SliceStorage<'static>>,
+) {
     let (l, w) = table();
     let first = TokenCache::with_words(Config::DEFAULT, l, w).unwrap();
     let second = TokenCache::attach_words(Config::DEFAULT, l, w).unwrap();
@@ -88,7 +91,10 @@ fn repair_closes_a_torn_write_and_empties_the_table() {
     b.resume(a.writer_state()).unwrap();
     assert_eq!(b.repair(), 2);
     let seq = load(&b.storage.slots().of(0)[SEQ]);
-    assert!(seq % 2 == 0 && seq > torn, "closed, never reset: {torn} -> {seq}");
+    assert!(
+        seq % 2 == 0 && seq > torn,
+        "closed, never reset: {torn} -> {seq}"
+    );
     assert_eq!(b.len(), 0);
     assert!(
         b.reader().peek(&key(1), T0 + 2, &mut [0; 64]) == Peek::Miss,

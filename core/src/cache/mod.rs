@@ -69,6 +69,9 @@ pub struct TokenCache<S: Storage> {
     rng: Rng,
     hand: u32,
     block_size: usize,
+    /// Other caches share the table (see [`attach_words`](TokenCache::attach_words)): it is
+    /// theirs too, so dropping this one leaves it alone.
+    shared: bool,
 }
 
 impl<R: AsRef<[Word]>> TokenCache<BufferStorage<R>> {
@@ -85,7 +88,7 @@ impl<R: AsRef<[Word]>> TokenCache<BufferStorage<R>> {
     /// A cache over words that already hold a table another cache wrote (a region that
     /// processes share): nothing is reset. It holds no writer state until
     /// [`resume`](Self::resume) gives it the last writer's, which it must before its first
-    /// write.
+    /// write. Dropping it leaves the table to the others.
     pub fn attach_words(config: Config, layout: StorageLayout, words: R) -> Result<Self, NewError> {
         config.validate().map_err(NewError::Config)?;
         let storage = BufferStorage::new(words, layout).map_err(NewError::Storage)?;
@@ -102,6 +105,7 @@ impl<R: AsRef<[Word]>> TokenCache<BufferStorage<R>> {
             alloc: Alloc::new(blocks),
             last_now_ms: 0,
             hand: 0,
+            shared: true,
         })
     }
 }
@@ -137,6 +141,7 @@ impl<const SLOTS: usize, const BLOCKS: usize> TokenCache<ArrayStorage<SLOTS, BLO
             last_now_ms: 0,
             hand: 0,
             block_size: crate::storage::BLOCK_SIZE,
+            shared: false,
         }
     }
 }
@@ -153,9 +158,12 @@ impl<S: Storage> fmt::Debug for TokenCache<S> {
 }
 
 impl<S: Storage> Drop for TokenCache<S> {
-    /// Wipes the arena (D13); a [`Reader`] that outlives the cache misses from then on.
+    /// Wipes the arena (D13); a [`Reader`] that outlives the cache misses from then on. A
+    /// shared table is left to the caches that share it.
     fn drop(&mut self) {
-        self.storage.wipe();
+        if !self.shared {
+            self.storage.wipe();
+        }
     }
 }
 
@@ -178,6 +186,7 @@ impl<S: Storage> TokenCache<S> {
             alloc: Alloc::new(blocks),
             last_now_ms: 0,
             hand: 0,
+            shared: false,
         })
     }
 
@@ -197,6 +206,13 @@ impl<S: Storage> TokenCache<S> {
     pub fn peek(&self, key: &Key<'_>, now_ms: u64, out: &mut [u8]) -> Peek {
         self.storage
             .peek(key, now_ms, self.config.min_lifetime_ms, out)
+    }
+
+    /// Says that other caches share this cache's table (a cache made with
+    /// [`with_words`](TokenCache::with_words) over a region others will attach to): dropping
+    /// this cache then leaves the table, tokens included, to them.
+    pub fn share_table(&mut self) {
+        self.shared = true;
     }
 
     /// The configuration in force.

@@ -95,13 +95,23 @@ pub(super) fn complete<S: Storage>(
 }
 
 /// Fetches `k` at `now_ms` and stores a token of `lifetime` ms.
-pub(super) fn fill<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64, token: &str, lifetime: u64) {
+pub(super) fn fill<S: Storage>(
+    c: &mut TokenCache<S>,
+    k: &Key<'_>,
+    now_ms: u64,
+    token: &str,
+    lifetime: u64,
+) {
     let t = fetch(c, k, now_ms);
     let d = complete(c, t, &token_response(token, now_ms + lifetime), now_ms);
     assert!(matches!(d, Done::Token { .. }), "{d:?}");
 }
 
-pub(super) fn hit<S: Storage>(c: &mut TokenCache<S>, k: &Key<'_>, now_ms: u64) -> (String, Option<Ticket>) {
+pub(super) fn hit<S: Storage>(
+    c: &mut TokenCache<S>,
+    k: &Key<'_>,
+    now_ms: u64,
+) -> (String, Option<Ticket>) {
     let mut out = vec![0u8; 32 * 1024];
     match c.lookup(k, now_ms, &mut out).unwrap() {
         Lookup::Hit { len, refresh, .. } => {
