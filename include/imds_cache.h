@@ -544,6 +544,39 @@ typedef uint32_t imds_cache_transport;
 #endif // __cplusplus
 
 /**
+ * Who shares a blocking handle's tokens and request budget (`imds_cache_config_set_share`).
+ */
+enum imds_cache_share
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * `IMDS_CACHE_SHARE=host` means `IMDS_CACHE_SHARE_HOST`, anything else
+   * `IMDS_CACHE_SHARE_PROCESS` (the default).
+   */
+  IMDS_CACHE_SHARE_FROM_ENV = 0,
+  /**
+   * The handle's own table; one request budget per endpoint for the whole process.
+   */
+  IMDS_CACHE_SHARE_PROCESS = 1,
+  /**
+   * One table and one budget for every process of this user on the host (Linux), in
+   * `$IMDS_CACHE_DIR`, else `$XDG_RUNTIME_DIR/imds-cache`, else
+   * `/run/user/<uid>/imds-cache`. Files that cannot be trusted or used make the handle keep
+   * its own table, with one WARNING line on stderr: sharing never fails a call.
+   */
+  IMDS_CACHE_SHARE_HOST = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum imds_cache_share imds_cache_share;
+#else
+typedef uint32_t imds_cache_share;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * The blocking token cache. Opaque; made by `imds_cache_new`, freed by `imds_cache_free`.
  * Thread-safe: any number of threads may call it at once (except `imds_cache_free`).
  */
@@ -1138,6 +1171,16 @@ imds_cache_result imds_cache_config_set_timeouts_ms(struct imds_cache_config *co
  * `config` is NULL or a live configuration not used by another thread meanwhile.
  */
 imds_cache_result imds_cache_config_set_refresher(struct imds_cache_config *config, bool enabled);
+
+/**
+ * Sets who shares the blocking handle's tokens and request budget: a value of
+ * `imds_cache_share` (default `IMDS_CACHE_SHARE_FROM_ENV`); any other value is
+ * `IMDS_CACHE_RESULT_INVALID_ARGUMENT`. The sans-IO handle has no files and ignores this.
+ *
+ * # Safety
+ * `config` is NULL or a live configuration not used by another thread meanwhile.
+ */
+imds_cache_result imds_cache_config_set_share(struct imds_cache_config *config, uint32_t share);
 
 /**
  * Sets the endpoint explicitly instead of detecting it from the environment: a value of

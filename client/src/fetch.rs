@@ -45,7 +45,16 @@ impl Shared {
             attempt,
             refresh,
         };
+        #[cfg(target_os = "linux")]
+        if let Some(host) = &self.host {
+            host.hold_lease(ticket.slot());
+        }
         let outcome = self.exchange(ticket, deadline, &told);
+        #[cfg(target_os = "linux")]
+        if let Some(host) = &self.host {
+            host.drop_lease(ticket.slot());
+            host.notify();
+        }
         match key {
             Some(key) => {
                 self.stripes[stripe(key)].notify_all();

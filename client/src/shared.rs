@@ -205,6 +205,27 @@ impl Shared {
         self.refresher.wait_for(&mut locked.guard, timeout);
     }
 
+    /// With a host table: ends the lease of `key`'s fetch when the process that held it died
+    /// (its lease byte is free), so that this caller fetches now rather than when the lease
+    /// runs out. Whether it did.
+    #[cfg(target_os = "linux")]
+    fn take_over_from_the_dead(&self, state: &mut Locked<'_>, key: &Key<'_>) -> bool {
+        use crate::host::table::LEASE_GRACE_MS;
+        let Some(host) = state.host else {
+            return false;
+        };
+        let now_ms = self.now_ms();
+        let Some(lease) = state.cache.lease_of(key, now_ms) else {
+            return false;
+        };
+        if now_ms < lease.issued_at_ms.saturating_add(LEASE_GRACE_MS)
+            || !host.lease_holder_gone(lease.ticket.slot())
+        {
+            return false;
+        }
+        state.cache.end_lease(lease.ticket).is_ok()
+    }
+
     /// The lock-free hit: `Some` when the table holds a usable token for `key` and no
     /// refresh is due on it (the one caller told a refresh is due goes on to the locked path,
     /// which hands the refresh ticket out); `None` otherwise.
@@ -306,6 +327,10 @@ impl Shared {
                     let deadline = deadline.instant();
                     if Instant::now() >= deadline {
                         return Err(deadline_error(last));
+                    }
+                    #[cfg(target_os = "linux")]
+                    if shared.take_over_from_the_dead(&mut state, key) {
+                        continue;
                     }
                     let wake = (Instant::now() + shared.until(retry_at_ms)).min(deadline);
                     shared.wait_until(&mut state, &shared.stripes[stripe(key)], wake);

@@ -1,7 +1,9 @@
-//! End to end with the Azure SDK for Rust's own pieces: azure_core's
-//! `BearerTokenAuthorizationPolicy` authorizes requests with our `ManagedIdentityCredential`,
-//! and Azurite (the Azure Storage emulator, over HTTPS, `--oauth basic`: it checks the token's
-//! audience, issuer and times) accepts them. The token comes from the IMDS emulator.
+//! End to end with the Azure SDK for Rust: our `ManagedIdentityCredential` authenticates
+//! azure_storage_blob's clients (over azure_core's reqwest transport) and, alone, azure_core's
+//! `BearerTokenAuthorizationPolicy` on hand-made requests, against Azurite (the Azure Storage
+//! emulator, over HTTPS, `--oauth basic`: it checks the token's audience, issuer and times).
+//! The token comes from the IMDS emulator; Azurite's certificate is made for the run, and both
+//! HTTPS clients trust only it.
 //!
 //! Azurite is found at `$IMDS_AZURITE_BLOB` (the `azurite-blob` script), else at
 //! `python/tests/node_modules/.bin/azurite-blob` (`npm install` in python/tests). Without it
@@ -17,11 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use azure_core::credentials::TokenCredential;
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_core::http::headers::Headers;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::policies::{Policy, PolicyResult};
-use azure_core::http::{AsyncRawResponse, Body, Context, Method, Request, StatusCode, Url};
+use azure_core::http::{
+    AsyncRawResponse, Body, ClientOptions, Context, Method, Request, RequestContent, RetryOptions,
+    StatusCode, Transport, Url,
+};
+use azure_storage_blob::{BlobServiceClient, BlobServiceClientOptions};
 use common::{client_for, emulator};
 use imds_cache_client::{
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
@@ -30,8 +36,9 @@ use imds_emulator::Mode;
 
 const STORAGE: &str = "https://storage.azure.com";
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
+const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
 
-/// A self-signed certificate for 127.0.0.1, in PEM files for Azurite and DER for our client.
+/// A self-signed certificate for 127.0.0.1, in PEM files for Azurite and DER for our clients.
 struct Certificate {
     dir: PathBuf,
     der: Vec<u8>,
@@ -39,7 +46,11 @@ struct Certificate {
 
 impl Certificate {
     fn make() -> Self {
-        let dir = std::env::temp_dir().join(format!("imds-cache-azurite-{}", std::process::id()));
+        // One directory (and Azurite data) per test, as the tests run at once.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("imds-cache-azurite-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
@@ -53,6 +64,18 @@ impl Certificate {
             dir,
             der: cert.der().to_vec(),
         }
+    }
+
+    /// A client configuration (rustls, ring) that trusts this certificate and nothing else.
+    fn client_tls(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone().into()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
     }
 }
 
@@ -86,13 +109,11 @@ struct Azurite {
 }
 
 impl Azurite {
+    /// Azurite picks the port (`--blobPort 0`) and says it on stdout once it listens: no port
+    /// chosen here that another listener could take first (the tests start Azurites at once).
     fn start(cert: &Certificate) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let child = Command::new(azurite_path())
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        let mut child = Command::new(azurite_path())
+            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             .arg("--location")
             .arg(cert.dir.join("data"))
             .args(["--oauth", "basic", "--cert"])
@@ -101,22 +122,39 @@ impl Azurite {
             .arg(cert.dir.join("key.pem"))
             .args(["--skipApiVersionCheck", "--disableTelemetry", "--silent"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("node runs azurite-blob (is Node.js installed?)");
-        let mut azurite = Azurite { child, port };
-        // Bounded: 300 tries, 100 ms apart.
-        for _ in 0..300 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return azurite;
+        let stdout = child.stdout.take().unwrap();
+        let mut azurite = Azurite { child, port: 0 };
+        // The reader sends the address, then drains stdout until Azurite is gone.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some((_, address)) = line.split_once("successfully listens on ") {
+                    let _ = tx.send(address.trim().to_string());
+                    break;
+                }
             }
-            if let Some(status) = azurite.child.try_wait().unwrap() {
-                panic!("Azurite exited at start: {status}");
+            lines.for_each(drop);
+        });
+        // A bound for a hung Azurite only, never reached by one that starts or fails.
+        let address = match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(address) => address,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("Azurite exited at start: {}", azurite.child.wait().unwrap())
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("Azurite did not listen on port {port}");
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("Azurite did not say it listens")
+            }
+        };
+        azurite.port = address
+            .strip_prefix("https://127.0.0.1:")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("Azurite listens on {address}, not HTTPS on 127.0.0.1"));
+        azurite
     }
 
     fn url(&self, path: &str) -> Url {
@@ -144,15 +182,9 @@ struct Https {
 
 impl Https {
     fn new(cert: &Certificate) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.der.clone().into()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Https { tls: Arc::new(tls) }
+        Https {
+            tls: Arc::new(cert.client_tls()),
+        }
     }
 
     fn send_blocking(&self, request: &Request) -> (u16, Headers, Vec<u8>) {
@@ -338,7 +370,7 @@ async fn azurite_accepts_our_token_through_the_bearer_policy() {
     let wrong: Vec<Arc<dyn Policy>> = vec![
         Arc::new(BearerTokenAuthorizationPolicy::new(
             credential,
-            ["https://vault.azure.net/.default"],
+            [VAULT_SCOPE],
         )),
         Arc::new(Https::new(&cert)),
     ];
@@ -346,6 +378,124 @@ async fn azurite_accepts_our_token_through_the_bearer_policy() {
     assert!(
         status == StatusCode::Unauthorized || status == StatusCode::Forbidden,
         "a token for another audience must be refused: {status}"
+    );
+    assert_eq!(e.stats().requests, 2);
+}
+
+/// A blob service client for Azurite's account, authenticated by `credential` (none:
+/// anonymous), over azure_core's reqwest transport: HTTP/1.1, no proxy (loopback only, whatever
+/// the environment says), the test's TLS configuration, and no retries (an answer is final).
+fn blob_service(
+    azurite: &Azurite,
+    cert: &Certificate,
+    credential: Option<Arc<dyn TokenCredential>>,
+) -> BlobServiceClient {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(cert.client_tls())
+        .build()
+        .unwrap();
+    let options = BlobServiceClientOptions {
+        client_options: ClientOptions {
+            transport: Some(Transport::new(Arc::new(http))),
+            retry: RetryOptions::none(),
+            ..ClientOptions::default()
+        },
+        ..BlobServiceClientOptions::default()
+    };
+    BlobServiceClient::new(azurite.url(""), credential, Some(options)).unwrap()
+}
+
+/// Asks `inner` for `scope`, whatever scopes its caller asks for: a storage client given it
+/// sends a token for another audience.
+#[derive(Debug)]
+struct ForScope {
+    inner: Arc<dyn TokenCredential>,
+    scope: &'static str,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for ForScope {
+    async fn get_token(
+        &self,
+        _: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        self.inner.get_token(&[self.scope], options).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_accepts_our_token_through_the_storage_client() {
+    let e = emulator(Mode::Imds, 2, |_| {});
+    let user = e.identities()[1].clone();
+    let client = Arc::new(client_for(&e, |_| {}));
+    let credential: Arc<dyn TokenCredential> =
+        ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+            user_assigned_id: Some(UserAssignedId::ClientId(user.client_id.clone())),
+            client: Some(client),
+        }))
+        .unwrap();
+    let cert = Certificate::make();
+    let azurite = Azurite::start(&cert);
+    let service = blob_service(&azurite, &cert, Some(credential.clone()));
+    let container = service.blob_container_client("imds-cache-sdk");
+    container.create(None).await.expect("the container is made");
+    let blob = container.blob_client("hello.txt");
+    let text: &[u8] = b"a token from a managed identity, sent by the storage client";
+    blob.upload(RequestContent::from(text.to_vec()), None)
+        .await
+        .expect("the blob is uploaded");
+    let downloaded = blob
+        .download(None)
+        .await
+        .expect("the blob is downloaded")
+        .body
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.as_ref(), text);
+    // One token, from the emulator, for storage, for that identity.
+    let minted: Vec<_> = e
+        .tokens()
+        .into_iter()
+        .filter(|t| t.resource == STORAGE)
+        .collect();
+    assert_eq!(minted.len(), 1);
+    assert_eq!(minted[0].client_id, user.client_id);
+    assert_eq!(e.stats().requests, 1);
+
+    // The controls: a vault token through the same credential, and no token, are refused.
+    let vault: Arc<dyn TokenCredential> = Arc::new(ForScope {
+        inner: credential,
+        scope: VAULT_SCOPE,
+    });
+    let refused = blob_service(&azurite, &cert, Some(vault))
+        .blob_client("imds-cache-sdk", "hello.txt")
+        .download(None)
+        .await
+        .expect_err("a token for another audience must be refused");
+    assert!(
+        matches!(
+            refused.http_status(),
+            Some(StatusCode::Unauthorized | StatusCode::Forbidden)
+        ),
+        "{refused}"
+    );
+    assert_eq!(e.stats().requests, 2);
+    assert!(e
+        .tokens()
+        .iter()
+        .any(|t| t.resource == "https://vault.azure.net"));
+    let anonymous = blob_service(&azurite, &cert, None)
+        .blob_client("imds-cache-sdk", "hello.txt")
+        .download(None)
+        .await
+        .expect_err("an anonymous download of a private blob must be refused");
+    assert_eq!(
+        anonymous.http_status(),
+        Some(StatusCode::Forbidden),
+        "{anonymous}"
     );
     assert_eq!(e.stats().requests, 2);
 }

@@ -226,22 +226,27 @@ fn a_writer_killed_mid_write_leaves_a_table_the_next_writer_repairs() {
 }
 
 #[test]
-fn a_fetcher_killed_mid_fetch_is_taken_over_when_its_lease_ends() {
+fn a_fetcher_killed_mid_fetch_is_taken_over_before_its_lease_ends() {
     let e = emulator(Mode::Imds, 0, |_| {});
-    // The first request hangs for 20 s: its fetcher is killed long before.
+    // The first request hangs for 120 s: its fetcher is killed long before.
     e.add_fault(FaultRule {
         count: Some(1),
-        ..FaultRule::new(Fault::Delay { ms: 20_000 })
+        ..FaultRule::new(Fault::Delay { ms: 120_000 })
     });
     let dir = Dir::new("dead-fetcher");
-    let lease = |c: &mut ClientConfig| {
-        c.cache = Config {
-            fetch_timeout_ms: 2_000,
-            ..Config::DEFAULT
+    // Both processes on one fake clock that stands still: the 30 s lease never runs out
+    // here, so only the dead holder's free lease byte can hand the fetch over.
+    let clock = common::FakeClock::new();
+    let config = |deadline_s: u64| {
+        let clock = clock.clock();
+        move |c: &mut ClientConfig| {
+            c.clock = clock;
+            c.deadline = Duration::from_secs(deadline_s);
+            c.attempt_timeout = Duration::from_secs(deadline_s);
         }
     };
     let child = Child::fork(|| {
-        let client = shared_client(&e, &dir.0, lease);
+        let client = shared_client(&e, &dir.0, config(100));
         client.get_token(&Identity::SYSTEM, &res(ARM)).is_ok()
     });
     // Bounded: the child's request reaches the emulator within 30 s.
@@ -252,18 +257,59 @@ fn a_fetcher_killed_mid_fetch_is_taken_over_when_its_lease_ends() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(e.stats().requests, 1, "the child is fetching");
+    let client = shared_client(&e, &dir.0, config(2));
+    let mut out = [0u8; 8192];
+    // While the holder lives (and within the grace after its lease was handed out) a caller
+    // waits for it.
+    let waited = client.get_token_into(&Identity::SYSTEM, &res(ARM), &mut out);
+    assert!(
+        matches!(waited, Err(imds_cache_client::Error::Deadline { .. })),
+        "{waited:?}"
+    );
+    clock.advance(2_000);
+    let waited = client.get_token_into(&Identity::SYSTEM, &res(ARM), &mut out);
+    assert!(
+        matches!(waited, Err(imds_cache_client::Error::Deadline { .. })),
+        "a live holder is waited for: {waited:?}"
+    );
+    assert_eq!(e.stats().requests, 1);
     assert!(libc::WIFSIGNALED(child.kill()));
-    let client = shared_client(&e, &dir.0, lease);
     let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    assert_eq!(e.stats().requests, 2, "taken over once the holder died");
+    assert_eq!(client.stats().lease_lapses, 1);
+    assert!(e.tokens().iter().any(|t| t.token.as_bytes() == token));
+}
+
+#[test]
+fn a_reader_killed_mid_read_leaves_nothing_behind() {
+    let e = emulator(Mode::Imds, 0, |_| {});
+    let dir = Dir::new("dead-reader");
+    let client = shared_client(&e, &dir.0, |_| {});
+    let (token, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    let child = Child::fork(|| {
+        let client = shared_client(&e, &dir.0, |_| {});
+        let mut out = [0u8; 8192];
+        // Reads until it is killed (bounded: 10 million hits).
+        for _ in 0..10_000_000 {
+            if client
+                .get_token_into(&Identity::SYSTEM, &res(ARM), &mut out)
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill();
+    let (again, _) = client.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    assert!(again == token, "the same token, still a hit");
     assert_eq!(
-        e.stats().requests,
-        2,
-        "taken over once, not fetched twice at once"
+        host_hooks::repairs(&client),
+        0,
+        "a reader writes nothing to repair"
     );
-    assert_eq!(
-        e.tokens().last().map(|t| t.token.clone().into_bytes()),
-        Some(token)
-    );
+    assert_eq!(e.stats().requests, 1);
 }
 
 #[test]
@@ -377,13 +423,33 @@ fn untrusted_set_ups_fall_back_to_a_private_table_with_one_warning() {
         "names the file: {warnings:?}"
     );
 
+    let refused = |what: &str, expect: &str| {
+        let (client, warnings) = refused_client(&e, &dir.0);
+        assert!(!host_hooks::shares_host(&client), "{what}");
+        assert_eq!(warnings.len(), 1, "{what}: {warnings:?}");
+        assert!(warnings[0].contains(expect), "{what}: {warnings:?}");
+        assert!(
+            client.get_token(&Identity::SYSTEM, &res(ARM)).is_ok(),
+            "{what}"
+        );
+    };
+    std::fs::set_permissions(&table, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Another owner (the tests run as root, which can give it away).
+    std::os::unix::fs::chown(&table, Some(65534), None).unwrap();
+    refused("another owner", "65534");
+    std::os::unix::fs::chown(&table, Some(0), None).unwrap();
+    // The wrong size, and a header that is not ours.
+    let good = std::fs::read(&table).unwrap();
+    std::fs::write(&table, &good[..4096]).unwrap();
+    refused("a short file", "4096");
+    let mut foreign = good.clone();
+    foreign[..8].copy_from_slice(b"NOTOURS!");
+    std::fs::write(&table, &foreign).unwrap();
+    refused("a bad magic", "magic");
     // A symlink where the table file should be.
     std::fs::remove_file(&table).unwrap();
     std::os::unix::fs::symlink("/dev/null", &table).unwrap();
-    let (client, warnings) = refused_client(&e, &dir.0);
-    assert!(!host_hooks::shares_host(&client));
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(client.get_token(&Identity::SYSTEM, &res(ARM)).is_ok());
+    refused("a symlink", "symbolic link");
 }
 
 #[test]

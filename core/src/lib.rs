@@ -53,7 +53,7 @@ mod storage;
 mod time;
 
 pub use cache::{
-    BadWriterState, CacheError, Done, Feed, Key, Lookup, MemoryUse, NewError, Peek, Reader, Stats,
+    BadWriterState, CacheError, Done, Feed, Key, Lease, Lookup, MemoryUse, NewError, Peek, Reader, Stats,
     Ticket, TokenCache, Transport, WriterState,
 };
 pub use http::{parse_response, HttpError, Parsed, Response, RetryAfter, MAX_HEADERS};

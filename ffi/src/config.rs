@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use ::imds_cache::Flavour;
+use imds_cache_client::Share;
 
 use crate::result::from_error;
 use crate::settings::{endpoint_of, EndpointSpec, Settings, IMDS_AUTHORITY};
@@ -394,6 +395,47 @@ pub unsafe extern "C" fn imds_cache_config_set_refresher(
     unsafe {
         edit(config, |c| {
             c.refresher = enabled;
+            Ok(())
+        })
+    }
+}
+
+/// Who shares a blocking handle's tokens and request budget (`imds_cache_config_set_share`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum imds_cache_share {
+    /// `IMDS_CACHE_SHARE=host` means `IMDS_CACHE_SHARE_HOST`, anything else
+    /// `IMDS_CACHE_SHARE_PROCESS` (the default).
+    FromEnv = 0,
+    /// The handle's own table; one request budget per endpoint for the whole process.
+    Process = 1,
+    /// One table and one budget for every process of this user on the host (Linux), in
+    /// `$IMDS_CACHE_DIR`, else `$XDG_RUNTIME_DIR/imds-cache`, else
+    /// `/run/user/<uid>/imds-cache`. Files that cannot be trusted or used make the handle keep
+    /// its own table, with one WARNING line on stderr: sharing never fails a call.
+    Host = 2,
+}
+
+/// Sets who shares the blocking handle's tokens and request budget: a value of
+/// `imds_cache_share` (default `IMDS_CACHE_SHARE_FROM_ENV`); any other value is
+/// `IMDS_CACHE_RESULT_INVALID_ARGUMENT`. The sans-IO handle has no files and ignores this.
+///
+/// # Safety
+/// `config` is NULL or a live configuration not used by another thread meanwhile.
+#[no_mangle]
+pub unsafe extern "C" fn imds_cache_config_set_share(
+    config: *mut imds_cache_config,
+    share: u32,
+) -> imds_cache_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        edit(config, |c| {
+            c.share = match share {
+                0 => Share::FromEnv,
+                1 => Share::Process,
+                2 => Share::Host,
+                _ => return Err(imds_cache_result::InvalidArgument),
+            };
             Ok(())
         })
     }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use ::imds_cache::{Config, Endpoint, EndpointError, Flavour};
-use imds_cache_client::{ClientConfig, OwnedEndpoint, SourceSpec};
+use imds_cache_client::{ClientConfig, OwnedEndpoint, Share, SourceSpec};
 
 /// IMDS's authority when none is given.
 pub(crate) const IMDS_AUTHORITY: &str = "http://169.254.169.254";
@@ -32,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) attempt_timeout: Duration,
     /// Whether the blocking handle runs a refresher thread.
     pub(crate) refresher: bool,
+    /// Whether the blocking handle's table and budget are the process's or the host's.
+    pub(crate) share: Share,
 }
 
 /// An endpoint given explicitly: the URL is the token URL, or IMDS's authority.
@@ -70,6 +72,7 @@ impl Default for Settings {
             connect_timeout: d.connect_timeout,
             attempt_timeout: d.attempt_timeout,
             refresher: d.refresher,
+            share: d.share,
         }
     }
 }
@@ -95,6 +98,7 @@ impl Settings {
             connect_timeout: self.connect_timeout,
             attempt_timeout: self.attempt_timeout,
             refresher: self.refresher,
+            share: self.share,
             ..ClientConfig::default()
         }
     }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use imds_cache::{Config, Flavour, Identity, Resource, Stats};
-use imds_cache_client::{Client, ClientConfig, Error, Observer, OwnedEndpoint, SourceSpec};
+use imds_cache_client::{Client, ClientConfig, Error, Observer, OwnedEndpoint, Share, SourceSpec};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -139,7 +139,7 @@ impl TokenCache {
     #[pyo3(signature = (*, capacity, max_token_bytes, rate, rate_window_s, in_flight, deadline_s,
         connect_timeout_s, attempt_timeout_s, backoff_s, gone_interval_s, negative_ttl_s, refresh_margin_s,
         min_lifetime_s, eager_retry_s, refresher, verify_client_id, arc_key_dir = None,
-        clock = None))]
+        share = "process", share_dir = None, clock = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         capacity: usize,
@@ -159,8 +159,19 @@ impl TokenCache {
         refresher: bool,
         verify_client_id: bool,
         arc_key_dir: Option<&str>,
+        share: &str,
+        share_dir: Option<std::path::PathBuf>,
         clock: Option<PyRef<'_, FakeClock>>,
     ) -> PyResult<Self> {
+        let share = match share {
+            "process" => Share::Process,
+            "host" => Share::Host,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "share must be \"process\" or \"host\"",
+                ))
+            }
+        };
         if capacity == 0 {
             return Err(PyValueError::new_err("capacity must be at least 1"));
         }
@@ -198,6 +209,8 @@ impl TokenCache {
                 refresher,
                 events: Some(Observer::new(logging::log_event)),
                 clock: clock.map(|c| c.clock()).unwrap_or_default(),
+                share,
+                share_dir,
                 ..ClientConfig::default()
             },
             clients: Mutex::new(Vec::new()),

@@ -782,6 +782,45 @@ static void test_tls_refusal(void) {
     unsetenv("IDENTITY_SERVER_THUMBPRINT");
 }
 
+/* Two handles that share the host's table (each its own open file description, as two
+ * processes would have): the second one's first call is a hit on the first one's token. */
+static void test_host_share(void) {
+    char dir[] = "/tmp/imds-capi-share-XXXXXX";
+    imds_cache_config *c;
+    imds_cache *a, *b;
+    imds_cache_identity sys_id;
+    imds_cache_stats stats;
+    uint8_t *one = (uint8_t *)malloc(16384), *two = (uint8_t *)malloc(16384);
+    size_t n = 0, m = 0;
+    char cmd[96];
+
+    CHECK(mkdtemp(dir) != NULL);
+    setenv("IMDS_CACHE_DIR", dir, 1);
+    c = new_config(IMDS_CACHE_FLAVOUR_IMDS, imds_url);
+    EXPECT(imds_cache_config_set_share(NULL, IMDS_CACHE_SHARE_HOST), IMDS_CACHE_RESULT_NULL_POINTER);
+    EXPECT(imds_cache_config_set_share(c, 3), IMDS_CACHE_RESULT_INVALID_ARGUMENT);
+    EXPECT(imds_cache_config_set_share(c, IMDS_CACHE_SHARE_HOST), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_config_set_capacity(c, 64), IMDS_CACHE_RESULT_OK);
+    a = new_full(c);
+    c = new_config(IMDS_CACHE_FLAVOUR_IMDS, imds_url);
+    EXPECT(imds_cache_config_set_share(c, IMDS_CACHE_SHARE_HOST), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_config_set_capacity(c, 64), IMDS_CACHE_RESULT_OK);
+    b = new_full(c);
+    EXPECT(imds_cache_identity_system(&sys_id), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_get_token(a, &sys_id, STR(ARM), one, 16384, &n, NULL), IMDS_CACHE_RESULT_OK);
+    EXPECT(imds_cache_get_token(b, &sys_id, STR(ARM), two, 16384, &m, NULL), IMDS_CACHE_RESULT_OK);
+    CHECK(n == m && memcmp(one, two, n) == 0);
+    EXPECT(imds_cache_get_stats(b, &stats), IMDS_CACHE_RESULT_OK);
+    CHECK(stats.hits == 1 && stats.fetches == 0);
+    imds_cache_free(a);
+    imds_cache_free(b);
+    unsetenv("IMDS_CACHE_DIR");
+    free(one);
+    free(two);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(int argc, char **argv) {
     uint32_t code;
     int missing = 0;
@@ -813,6 +852,7 @@ int main(int argc, char **argv) {
     test_sansio_states();
     test_arc();
     test_tls_refusal();
+    test_host_share();
 
     /* Every result code was produced by some call, except PANIC (nothing panics). */
     for (code = 0; code < 1000; code++) {

@@ -48,6 +48,12 @@ pub(crate) const INIT_LOCK: u64 = 0;
 /// Lock byte writers of the table hold.
 pub(crate) const WRITE_LOCK: u64 = 1;
 
+/// Lock byte of a lease on `slot`, held by the fetching process. Byte locks may lie beyond
+/// the end of the file, so these cost no space.
+pub(crate) const fn lease_lock(slot: u32) -> u64 {
+    4096 + slot as u64
+}
+
 /// The variable that names the directory outright.
 const DIR_VAR: &str = "IMDS_CACHE_DIR";
 /// The per-user runtime directory of the XDG base directory specification.
@@ -962,6 +968,14 @@ mod tests {
             file_name(1, "a", 2),
             "table-v1-0000000000000001-af63dc4c8601ec8c-2"
         );
+    }
+
+    #[test]
+    fn lock_bytes_do_not_overlap() {
+        assert_ne!(INIT_LOCK, WRITE_LOCK);
+        assert_eq!(lease_lock(0), 4096);
+        assert!(lease_lock(0) > WRITE_LOCK);
+        assert_eq!(lease_lock(u32::MAX), 4096 + u64::from(u32::MAX));
     }
 
     #[test]

@@ -87,7 +87,6 @@ pub(crate) fn unlock_byte(file: &File, byte: u64) -> io::Result<()> {
 }
 
 /// Whether another open file description holds a lock on `byte` (this one's never conflict).
-#[cfg(test)]
 pub(crate) fn byte_is_locked(file: &File, byte: u64) -> io::Result<bool> {
     let mut lock = one_byte(libc::F_WRLCK as libc::c_short, byte);
     fcntl_lock(file, libc::F_OFD_GETLK, &mut lock)?;

@@ -29,7 +29,15 @@ pub(crate) struct HostTable {
     lock_file: Mutex<(u32, File)>,
     /// Tables this process found torn and emptied.
     repairs: AtomicU64,
+    /// The slots this process's fetches hold leases on, with how many fetches hold each (the
+    /// lease byte is this process's while any does): a lock of this process's own never
+    /// shows as held to it, so this is how it tells its own fetches from a dead process's.
+    leases: Mutex<Vec<(u32, u32)>>,
 }
+
+/// How long a lease must have been held before a free lease byte is taken for its holder's
+/// death: the byte is locked just after the lease is handed out, not with it.
+pub(crate) const LEASE_GRACE_MS: u64 = 1_000;
 
 impl AsRef<[Word]> for HostTable {
     fn as_ref(&self) -> &[Word] {
@@ -88,6 +96,7 @@ pub(crate) fn open(
         region,
         lock_file: Mutex::new((std::process::id(), lock_file)),
         repairs: AtomicU64::new(0),
+        leases: Mutex::new(Vec::new()),
     });
     Ok(match init {
         Some(init) => Opening::Fresh(table, init),
@@ -158,27 +167,75 @@ impl HostTable {
     }
 
     /// Hands the writer's role back: the state for the next writer, the dirty mark cleared,
-    /// waiters in every process woken, the write lock released.
+    /// the write lock released.
     pub(crate) fn leave(&self, cache: &crate::shared::Cache) {
         let held = self.lock_file.lock();
         self.store_state(cache.writer_state());
-        let h = self.header();
-        h[DIRTY].store(0, Ordering::SeqCst);
-        h[WAKE].fetch_add(1, Ordering::SeqCst);
+        self.header()[DIRTY].store(0, Ordering::SeqCst);
         let _ = sys::unlock_byte(&held.1, WRITE_LOCK);
+    }
+
+    /// Wakes the waiters of every process: a fetch ended (with a token, a failure or its
+    /// ticket given back). Only then: a waiter that woke everyone on each look would keep
+    /// the others looking.
+    pub(crate) fn notify(&self) {
+        let h = self.header();
+        h[WAKE].fetch_add(1, Ordering::SeqCst);
         sys::wake_all(&h[WAKE]);
     }
 
-    /// The count a waiter compares against: it changes after every write in any process.
+    /// The count a waiter compares against: it changes when a fetch ends in any process.
     pub(crate) fn changes(&self) -> u64 {
         self.header()[WAKE].load(Ordering::SeqCst)
     }
 
-    /// Sleeps until a write after `seen` (in any process), or `timeout`.
+    /// Sleeps until a fetch ends after `seen` (in any process), or `timeout`.
     pub(crate) fn wait_for_change(&self, seen: u64, timeout: Duration) {
         if self.changes() == seen {
             sys::wait(&self.header()[WAKE], seen, timeout);
         }
+    }
+
+    /// Marks `slot`'s lease as held by this process while one of its fetches runs: the
+    /// kernel frees the lease byte if the process dies, which tells waiters elsewhere to take
+    /// over without waiting for the lease to run out.
+    pub(crate) fn hold_lease(&self, slot: u32) {
+        let mut leases = self.leases.lock();
+        match leases.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, n)) => *n += 1,
+            None => {
+                let held = self.lock_file.lock();
+                let _ = sys::try_lock_byte(&held.1, region::lease_lock(slot));
+                leases.push((slot, 1));
+            }
+        }
+    }
+
+    /// The end of a fetch that [`hold_lease`](Self::hold_lease) marked.
+    pub(crate) fn drop_lease(&self, slot: u32) {
+        let mut leases = self.leases.lock();
+        if let Some(i) = leases.iter().position(|(s, _)| *s == slot) {
+            leases[i].1 -= 1;
+            if leases[i].1 == 0 {
+                leases.swap_remove(i);
+                let held = self.lock_file.lock();
+                let _ = sys::unlock_byte(&held.1, region::lease_lock(slot));
+            }
+        }
+    }
+
+    /// Whether the process holding `slot`'s lease is gone: not this one, and its lease byte
+    /// is free.
+    pub(crate) fn lease_holder_gone(&self, slot: u32) -> bool {
+        let leases = self.leases.lock();
+        if leases.iter().any(|(s, _)| *s == slot) {
+            return false;
+        }
+        let held = self.lock_file.lock();
+        matches!(
+            sys::byte_is_locked(&held.1, region::lease_lock(slot)),
+            Ok(false)
+        )
     }
 
     /// Tables this process found torn and emptied.

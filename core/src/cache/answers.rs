@@ -7,6 +7,15 @@ use crate::request::{ArcError, RequestError};
 use crate::response::{ErrorDetail, Failure};
 use crate::storage::StorageError;
 
+/// A fetch's hold on an entry (see [`TokenCache::lease_of`](crate::TokenCache::lease_of)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder's ticket.
+    pub ticket: Ticket,
+    /// When it was handed out (ms).
+    pub issued_at_ms: u64,
+}
+
 /// A claim to fetch one key's token: (slot, generation), with a lease (D5).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket {
@@ -18,6 +27,12 @@ impl Ticket {
     /// The ticket as one integer (for a C ABI or a map key).
     pub const fn to_bits(self) -> u64 {
         (self.slot as u64) << 32 | self.generation as u64
+    }
+
+    /// The slot of the entry the ticket is for (for a driver that keeps something per slot,
+    /// such as a lock of its own).
+    pub const fn slot(self) -> u32 {
+        self.slot
     }
 
     /// A ticket from [`to_bits`](Self::to_bits); an unknown one is refused as stale on use.

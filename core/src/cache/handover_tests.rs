@@ -114,3 +114,23 @@ fn repair_closes_a_torn_write_and_empties_the_table() {
     fill(&mut a, &key(1), T0 + 4, "tok-again", H);
     assert_eq!(hit(&mut a, &key(1), T0 + 5).0, "tok-again");
 }
+
+#[test]
+fn a_lease_whose_holder_is_gone_is_ended_and_taken_over() {
+    let (mut a, mut b) = pair();
+    let ticket = fetch(&mut a, &key(1), T0);
+    b.resume(a.writer_state()).unwrap();
+    let lease = b.lease_of(&key(1), T0 + 5).expect("a live lease");
+    assert_eq!((lease.ticket, lease.issued_at_ms), (ticket, T0));
+    assert_eq!(b.lease_of(&key(2), T0 + 5), None, "no entry, no lease");
+    b.end_lease(lease.ticket).unwrap();
+    assert_eq!(b.stats().lease_lapses, 1);
+    assert_eq!(b.lease_of(&key(1), T0 + 6), None);
+    let next = fetch(&mut b, &key(1), T0 + 6);
+    assert_ne!(next, ticket, "the next generation");
+    assert!(matches!(b.end_lease(ticket), Err(CacheError::StaleTicket)));
+    a.resume(b.writer_state()).unwrap();
+    let mut response = token_response("late", T0 + H);
+    let late = a.feed(ticket, &mut response, T0 + 7);
+    assert!(matches!(late, Err(CacheError::StaleTicket)), "{late:?}");
+}

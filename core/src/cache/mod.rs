@@ -50,7 +50,7 @@ use crate::storage::{
 };
 
 pub use answers::{
-    CacheError, Done, Feed, Lookup, MemoryUse, NewError, Peek, Stats, Ticket, Transport,
+    CacheError, Done, Feed, Lease, Lookup, MemoryUse, NewError, Peek, Stats, Ticket, Transport,
 };
 pub use handover::{BadWriterState, WriterState};
 pub use key::Key;

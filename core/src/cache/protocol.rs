@@ -2,7 +2,7 @@
 //! transport failed, or it is cancelled or lapses), Arc's challenge answered.
 
 use super::key::MAX_KEY_LEN;
-use super::{CacheError, Done, Feed, Key, Ticket, TokenCache, Transport};
+use super::{CacheError, Done, Feed, Key, Lease, Ticket, TokenCache, Transport};
 use crate::http::{self, HttpError, Parsed};
 use crate::identity::Flavour;
 use crate::request::{self, Endpoint, RequestDescriptor};
@@ -240,6 +240,32 @@ impl<S: Storage> TokenCache<S> {
     pub fn cancel(&mut self, ticket: Ticket) -> Result<(), CacheError> {
         let s = self.live(ticket, self.last_now_ms)?;
         self.release(s, ticket);
+        Ok(())
+    }
+
+    /// The live ticket of `key`'s entry and when it was handed out, if a fetch holds the
+    /// entry's lease: for a driver that can tell the holder is gone before the lease runs out
+    /// (a process that died while it fetched) and then ends it with
+    /// [`end_lease`](Self::end_lease).
+    pub fn lease_of(&mut self, key: &Key<'_>, now_ms: u64) -> Option<Lease> {
+        let now_ms = self.clock(now_ms);
+        let s = self.find(key, key.hash())?;
+        let slot = self.slot(s);
+        slot.live_ticket(now_ms).then_some(Lease {
+            ticket: Ticket {
+                slot: s,
+                generation: slot.generation,
+            },
+            issued_at_ms: slot.issued_at_ms,
+        })
+    }
+
+    /// Ends `ticket`'s lease now, as if it had run out (counted as a lapse): its holder is
+    /// gone. The next lookup hands out a ticket of the next generation; the old one is stale.
+    pub fn end_lease(&mut self, ticket: Ticket) -> Result<(), CacheError> {
+        let s = self.live(ticket, self.last_now_ms)?;
+        self.release(s, ticket);
+        self.stats.lease_lapses += 1;
         Ok(())
     }
 

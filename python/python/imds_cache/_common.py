@@ -62,6 +62,15 @@ class TokenCache:
     ``refresh_margin_s`` seconds before expiry at the latest and never handed out with less
     than ``min_lifetime_s`` left; a failed background refresh is tried again ``eager_retry_s``
     seconds later. Times are in seconds.
+
+    ``share="host"`` (or ``IMDS_CACHE_SHARE=host`` when ``share`` is not given) shares the
+    tokens and the request budget with every process of this user on the host (Linux): the
+    table lives in a file in ``share_dir`` (else ``$IMDS_CACHE_DIR``, else
+    ``$XDG_RUNTIME_DIR/imds-cache``, else ``/run/user/<uid>/imds-cache``) that every process
+    maps. Files that cannot be trusted make the cache keep its own, with one WARNING on the
+    ``imds_cache`` logger. With a shared table, credentials keep no memo of their own: each
+    call reads the table (without a lock), so a token dropped in one process (``claims``)
+    is gone for the next call in every process.
     """
 
     def __init__(
@@ -84,8 +93,14 @@ class TokenCache:
         refresher: bool = _DEFAULTS["refresher"],
         verify_client_id: bool = _DEFAULTS["verify_client_id"],
         arc_key_dir: Optional[str] = None,
+        share: Optional[str] = None,
+        share_dir: Optional[str] = None,
         _clock: Optional[_imds_cache.FakeClock] = None,
     ) -> None:
+        if share is None:
+            share = "host" if os.environ.get("IMDS_CACHE_SHARE") == "host" else "process"
+        # A shared table is read on every call: other processes may drop a token.
+        self._shares_host = share == "host"
         # Tests pass a FakeClock (``_clock``) to run refresh and expiry on fake time; the
         # credentials' memo then reads the same clock.
         self._now_s: Callable[[], float] = time.time if _clock is None else _clock_reader(_clock)
@@ -107,6 +122,8 @@ class TokenCache:
             refresher=refresher,
             verify_client_id=verify_client_id,
             arc_key_dir=arc_key_dir,
+            share=share,
+            share_dir=share_dir,
             clock=_clock,
         )
         _CACHES.add(self)
@@ -271,12 +288,14 @@ class CredentialBase:
         now_s = self._now_s()
         # The cache's own refresh time (the rule and its per-key jitter live in the core);
         # `None` when the token is no longer held there: then nothing is memoised and the
-        # next call asks the cache again.
+        # next call asks the cache again. A table shared with other processes is asked on
+        # every call: one of them may have dropped the token.
         refresh_on_s = self._binding.refresh_on_s(scopes[0])
+        memo = refresh_on_s is not None and not self._cache._shares_host
         old = self._tokens.get(scopes)
         at = AccessToken(token, expires_on_s)
         info = AccessTokenInfo(token, expires_on_s, refresh_on=refresh_on_s)
-        if refresh_on_s is not None:
+        if memo and refresh_on_s is not None:
             self._tokens[scopes] = (refresh_on_s, at)
             self._infos[scopes] = (refresh_on_s, info)
         if _LOG.isEnabledFor(logging.DEBUG):

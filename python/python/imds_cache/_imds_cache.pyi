@@ -44,6 +44,8 @@ class TokenCache:
         refresher: bool,
         verify_client_id: bool,
         arc_key_dir: Optional[str] = None,
+        share: str = "process",
+        share_dir: Optional[str] = None,
         clock: Optional[FakeClock] = None,
     ) -> TokenCache: ...
     def bind(
