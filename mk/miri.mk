@@ -22,7 +22,7 @@ miri-setup:
 ## The core's concurrent and model tests, the client's and the C ABI's without I/O, under Miri.
 miri: miri-setup
 	MIRIFLAGS="-Zmiri-ignore-leaks" $(CARGO) +nightly miri test --locked -p imds-cache --lib \
-		-- cache::concurrent_tests storage::
+		-- cache::concurrent_tests cache::handover_tests storage::
 	MIRIFLAGS="-Zmiri-ignore-leaks" $(CARGO) +nightly miri test --locked -p imds-cache --test model
 	$(CARGO) +nightly miri test --locked -p imds-cache-client -p imds-cache-ffi --lib
 

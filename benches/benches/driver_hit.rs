@@ -5,6 +5,10 @@
 //! * `different_keys` — each thread walks its own pre-generated uniform random sequence over
 //!   the 3,000 keys.
 //!
+//! `driver_hit` is a client with its own table; `driver_hit_host` the same rows for a client
+//! that reads the host's table (`Share::Host`: the table mapped from a file in a fresh 0700
+//! directory), so that the two hits can be compared.
+//!
 //! With 2 threads one iteration is one call on each thread (throughput counts both), and the
 //! time is the wall time of the slower thread: the figure shows what the lock costs when two
 //! cores contend for it. The machine has 2 cores, so the 2-thread rows also share them with
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use imds_cache::{Identity, Resource};
-use imds_cache_benches::{key_sequence, warm_driver, RESOURCES, TOKEN_LEN};
+use imds_cache_benches::{key_sequence, warm_driver_in, RESOURCES, TOKEN_LEN};
 use imds_cache_client::Client;
 
 const IDENTITIES: usize = 1_000;
@@ -40,8 +44,8 @@ fn hammer(
     }
 }
 
-fn driver_hit(c: &mut Criterion) {
-    let (_emulator, client, ids) = warm_driver(IDENTITIES, TOKEN_LEN);
+fn driver_hit(c: &mut Criterion, group: &str, share_dir: Option<&std::path::Path>) {
+    let (_emulator, client, ids) = warm_driver_in(IDENTITIES, TOKEN_LEN, share_dir);
     let identities: Vec<Identity<'_>> = ids
         .iter()
         .map(|id| Identity::client_id(id).unwrap())
@@ -56,7 +60,7 @@ fn driver_hit(c: &mut Criterion) {
         .collect();
     let before = client.stats();
 
-    let mut group = c.benchmark_group("driver_hit");
+    let mut group = c.benchmark_group(group);
     for threads in [1usize, 2] {
         group.throughput(Throughput::Elements(threads as u64));
         for pattern in ["same_key", "different_keys"] {
@@ -106,6 +110,12 @@ fn driver_hit(c: &mut Criterion) {
 // which the workspace's `missing_docs = "deny"` refuses.
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    driver_hit(&mut c);
+    driver_hit(&mut c, "driver_hit", None);
+    let dir = std::env::temp_dir().join(format!("imds-bench-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for the host's table");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("mode 0700");
+    driver_hit(&mut c, "driver_hit_host", Some(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
     c.final_summary();
 }

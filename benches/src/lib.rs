@@ -324,6 +324,16 @@ pub fn key_of<'a>(client_id: &'a str, resource: &'a str) -> Key<'a> {
 /// The in-process emulator (IMDS mode, throttling off, `token_len`-byte tokens) and a client
 /// pointed at it whose `identities × 3` keys are all warm.
 pub fn warm_driver(identities: usize, token_len: usize) -> (Emulator, Client, Vec<String>) {
+    warm_driver_in(identities, token_len, None)
+}
+
+/// [`warm_driver`], with the client's table in the host's files in `share_dir` when given
+/// (`Share::Host`), else its own.
+pub fn warm_driver_in(
+    identities: usize,
+    token_len: usize,
+    share_dir: Option<&std::path::Path>,
+) -> (Emulator, Client, Vec<String>) {
     let mut config = imds_emulator::Config::new(Mode::Imds);
     config.identities = identities;
     config.token_size = token_len;
@@ -341,6 +351,11 @@ pub fn warm_driver(identities: usize, token_len: usize) -> (Emulator, Client, Ve
             secret: None,
             default_client_id: None,
         }),
+        share: match share_dir {
+            Some(_) => imds_cache_client::Share::Host,
+            None => imds_cache_client::Share::Process,
+        },
+        share_dir: share_dir.map(|d| d.to_path_buf()),
         ..ClientConfig::default()
     })
     .expect("client");

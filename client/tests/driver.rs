@@ -675,3 +675,36 @@ fn client_threads() -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn every_client_of_a_process_shares_one_budget_per_endpoint() {
+    let e = emulator(Mode::Imds, 0, |_| {});
+    let clock = FakeClock::new();
+    // 2 starts per window on a clock that stands still: the third start in this process
+    // waits, whichever client makes it.
+    let config = |c: &mut ClientConfig| {
+        c.share = imds_cache_client::Share::Process;
+        c.clock = clock.clock();
+        c.deadline = Duration::from_secs(1);
+        c.refresher = false;
+        c.cache = Config {
+            rate: 2,
+            ..Config::DEFAULT
+        };
+    };
+    let one = client_for(&e, config);
+    let two = client_for(&e, config);
+    one.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    two.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    assert_eq!(e.stats().requests, 2, "two tables, one request each");
+    let held_back = two.get_token(&Identity::SYSTEM, &res("https://vault.azure.net"));
+    assert!(
+        matches!(held_back, Err(Error::Deadline { .. })),
+        "the other client's starts count: {held_back:?}"
+    );
+    assert_eq!(e.stats().requests, 2);
+    clock.advance(2_000);
+    two.get_token(&Identity::SYSTEM, &res("https://vault.azure.net"))
+        .unwrap();
+    assert_eq!(e.stats().requests, 3);
+}

@@ -695,7 +695,8 @@ pub(crate) fn open(
     }
 }
 
-#[cfg(test)]
+// Files, locks and mappings are system calls Miri does not run.
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};

@@ -238,7 +238,8 @@ impl HostTable {
         )
     }
 
-    /// Tables this process found torn and emptied.
+    /// Tables this process found torn and emptied (read by the test hooks).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn repairs(&self) -> u64 {
         self.repairs.load(Ordering::Relaxed)
     }
