@@ -375,6 +375,48 @@ fn layouts_that_differ_use_their_own_tables_and_one_budget() {
     assert_eq!(e.stats().requests, 3);
 }
 
+#[test]
+fn a_retry_after_seen_by_one_process_holds_back_all() {
+    let e = emulator(Mode::Imds, 0, |_| {});
+    e.add_fault(FaultRule {
+        count: Some(1),
+        resource: Some(ARM.to_string()),
+        ..FaultRule::new(Fault::TooManyRequests {
+            retry_after: Some(5),
+        })
+    });
+    let dir = Dir::new("retry-after");
+    // One fake clock that stands still: nothing is released by time passing.
+    let clock = common::FakeClock::new();
+    let config = |c: &mut ClientConfig| {
+        c.clock = clock.clock();
+        c.deadline = Duration::from_secs(1);
+        c.refresher = false;
+    };
+    let child = Child::fork(|| {
+        let client = shared_client(&e, &dir.0, config);
+        // The 429 with Retry-After: 5 s; the retry is due after this call's deadline.
+        matches!(
+            client.get_token(&Identity::SYSTEM, &res(ARM)),
+            Err(imds_cache_client::Error::Deadline { .. })
+        )
+    });
+    assert!(exited_ok(child.wait()));
+    assert_eq!(e.stats().sent_429, 1);
+    let client = shared_client(&e, &dir.0, config);
+    let held_back = client.get_token(&Identity::SYSTEM, &res(RESOURCES[1]));
+    assert!(
+        matches!(held_back, Err(imds_cache_client::Error::Deadline { .. })),
+        "another key, another process, the same window: {held_back:?}"
+    );
+    assert_eq!(e.stats().requests, 1);
+    clock.advance(6_000);
+    client
+        .get_token(&Identity::SYSTEM, &res(RESOURCES[1]))
+        .unwrap();
+    assert_eq!(e.stats().requests, 2);
+}
+
 /// A client asked to share through `dir`, with the warnings it gave.
 fn refused_client(e: &Emulator, dir: &Path) -> (Client, Vec<String>) {
     let warnings = Arc::new(Mutex::new(Vec::new()));
