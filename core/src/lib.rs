@@ -53,8 +53,8 @@ mod storage;
 mod time;
 
 pub use cache::{
-    BadWriterState, CacheError, Done, Feed, Key, Lease, Lookup, MemoryUse, NewError, Peek, Reader, Stats,
-    Ticket, TokenCache, Transport, WriterState,
+    BadWriterState, CacheError, Done, Feed, Key, Lease, Lookup, MemoryUse, NewError, Peek, Reader,
+    Stats, Ticket, TokenCache, Transport, WriterState,
 };
 pub use http::{parse_response, HttpError, Parsed, Response, RetryAfter, MAX_HEADERS};
 pub use policy::{
