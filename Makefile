@@ -31,7 +31,7 @@ test:
 	tests/lib/no_leftovers.sh $(MAKE) --no-print-directory test-steps
 
 TEST_STEPS := setup help-check fmt-check clippy unit bare-metal doc benches-compile miri \
-	fuzz-check loom c-test c-test-rust-asan py-test dist-check
+	fuzz-check loom c-test c-test-rust-asan py-test host-torture dist-check
 
 # Each step is timed, and the times are printed at the end (CI's budget is 40 minutes).
 ## The steps of `make test` (fmt, clippy, tests, Miri, fuzz corpora, C, Python), unguarded.
@@ -46,12 +46,13 @@ test-steps:
 
 # Each agent against a fresh emulator with 1000 identities (REAL_LIMITS=1: IMDS's own limits).
 DEMO_AGENTS := rust c python
-## The main job: the Rust, C and Python agents, each against a fresh bundled IMDS emulator.
+## The main job: the Rust, C and Python agents against a bundled IMDS emulator; then the host phase.
 demo: setup demo-progress c-agent py-install
 	@echo "== building the emulator and the Rust agent (release)"
 	$(CARGO) build --release --locked -p imds-emulator
 	$(CARGO) build --release --locked -p imds-cache-client --example rust_agent
 	bash tests/demo.sh $(DEMO_AGENTS)
+	@$(MAKE) --no-print-directory host-demo
 
 ## What `make demo` is about to build (the wheel takes a minute or two on a fresh machine).
 demo-progress:

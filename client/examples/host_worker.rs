@@ -8,12 +8,16 @@
 //! host_worker --share host|process --dir PATH --client-ids A,B,C --resources R1,R2
 //!             [--threads N (4)] [--mode warm|loop (warm)] [--seconds S (10)]
 //!             [--deadline-s D (90)] [--pause-ms P (warm 0, loop 2)] [--seed X (pid)]
-//!             [--start-at UNIX_MS]
+//!             [--start-at UNIX_MS] [--endpoint env|explicit (env)]
 //! ```
 //!
 //! The endpoint is `AZURE_POD_IDENTITY_AUTHORITY_HOST`, which must be a loopback URL
-//! (`http://127.0.0.1:PORT`, the emulator): the worker refuses to start otherwise, so it never
-//! asks the real IMDS address. `--dir` is the share directory (`share_dir`; a 0700 directory
+//! (`http://127.0.0.1:PORT`, the emulator): the worker refuses to start otherwise (and when a
+//! variable of another endpoint kind, `IDENTITY_ENDPOINT`, `MSI_ENDPOINT`, …, is set), so it
+//! never asks the real IMDS address. `--endpoint env` (the default) lets the client detect it
+//! from the environment, as an application on a VM does (`SourceSpec::Auto`), and checks that
+//! it found IMDS at that URL before any call; `--endpoint explicit` gives the same URL as an
+//! explicit IMDS endpoint (`SourceSpec::Explicit`). `--dir` is the share directory (`share_dir`; a 0700 directory
 //! of this user). `--deadline-s` is each call's deadline (the client's `deadline`).
 //! `--start-at` waits until that wall-clock time (Unix milliseconds) before the threads start,
 //! so that several processes start at once. warm: every thread asks every (client id,
@@ -28,6 +32,9 @@
 //! ERR <client_id> <resource> <elapsed_ms> <error text, one line, never a token or a secret>
 //! DONE <calls> <errors>
 //! ```
+//!
+//! `--no-drop` (no value) ends the worker with `std::process::exit` while its client is
+//! alive, as a program that calls `exit()` does, instead of dropping the client first.
 //!
 //! `elapsed_ms` is a decimal number of milliseconds with three fraction digits. A token is
 //! never printed. Exit status 0 when every call succeeded, 1 when some failed, 2 on bad usage.
@@ -66,6 +73,8 @@ struct Args {
     pause_ms: u64,
     seed: u64,
     start_at_ms: Option<u64>,
+    explicit: bool,
+    no_drop: bool,
 }
 
 fn usage(why: &str) -> ! {
@@ -73,7 +82,7 @@ fn usage(why: &str) -> ! {
     eprintln!(
         "usage: host_worker --share host|process --dir PATH --client-ids A,B --resources R1,R2 \
          [--threads N] [--mode warm|loop] [--seconds S] [--deadline-s D] [--pause-ms P] \
-         [--seed X] [--start-at UNIX_MS]"
+         [--seed X] [--start-at UNIX_MS] [--endpoint env|explicit]"
     );
     std::process::exit(2);
 }
@@ -92,6 +101,8 @@ fn parse_args() -> Args {
         pause_ms: u64::MAX,
         seed: u64::from(std::process::id()),
         start_at_ms: None,
+        explicit: false,
+        no_drop: false,
     };
     let list = |v: &str| -> Vec<String> {
         v.split(',')
@@ -102,6 +113,11 @@ fn parse_args() -> Args {
     let mut i = 0;
     while i < argv.len() {
         let flag = argv[i].as_str();
+        if flag == "--no-drop" {
+            a.no_drop = true;
+            i += 1;
+            continue;
+        }
         let value = argv
             .get(i + 1)
             .cloned()
@@ -136,6 +152,13 @@ fn parse_args() -> Args {
             "--pause-ms" => a.pause_ms = number(&value) as u64,
             "--seed" => a.seed = number(&value) as u64,
             "--start-at" => a.start_at_ms = Some(number(&value) as u64),
+            "--endpoint" => {
+                a.explicit = match value.as_str() {
+                    "env" => false,
+                    "explicit" => true,
+                    other => usage(&format!("--endpoint: env or explicit, not {other}")),
+                }
+            }
             other => usage(&format!("unknown flag {other}")),
         }
         i += 2;
@@ -164,19 +187,46 @@ fn emit(line: &str) {
     }
 }
 
+/// Variables that would make the client detect an endpoint other than IMDS.
+const OTHER_ENDPOINTS: [&str; 6] = [
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IMDS_ENDPOINT",
+    "AZURE_FEDERATED_TOKEN_FILE",
+];
+
+fn loopback(url: &str) -> bool {
+    url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:")
+}
+
 fn main() {
     let args = parse_args();
     let url = std::env::var("AZURE_POD_IDENTITY_AUTHORITY_HOST").unwrap_or_default();
-    if !(url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:")) {
+    if !loopback(&url) {
         usage("AZURE_POD_IDENTITY_AUTHORITY_HOST must be the emulator's http://127.0.0.1:PORT");
     }
-    let client = match Client::with_config(ClientConfig {
-        source: SourceSpec::Explicit(OwnedEndpoint {
+    if let Some(v) = OTHER_ENDPOINTS
+        .iter()
+        .find(|v| std::env::var_os(v).is_some())
+    {
+        usage(&format!(
+            "{v} is set: only the emulator at AZURE_POD_IDENTITY_AUTHORITY_HOST"
+        ));
+    }
+    let source = if args.explicit {
+        SourceSpec::Explicit(OwnedEndpoint {
             flavour: Flavour::Imds,
             url,
             secret: None,
             default_client_id: None,
-        }),
+        })
+    } else {
+        SourceSpec::Auto
+    };
+    let client = match Client::with_config(ClientConfig {
+        source,
         deadline: Duration::from_secs_f64(args.deadline_s),
         share: args.share,
         share_dir: (!args.dir.is_empty()).then(|| args.dir.clone().into()),
@@ -188,6 +238,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Before any call: the client asks IMDS at the emulator's loopback URL, nothing else.
+    let found = client.endpoint_url().unwrap_or_default();
+    if client.flavour() != Flavour::Imds || !loopback(&found) {
+        eprintln!(
+            "host_worker: the client would ask {found} ({:?}), not the emulator",
+            client.flavour()
+        );
+        std::process::exit(2);
+    }
     let identities: Vec<Identity<'_>> = args
         .client_ids
         .iter()
@@ -276,6 +335,14 @@ fn main() {
         }
     });
     let (calls, errors) = *totals.lock().expect("totals");
+    if args.no_drop {
+        // As a program that calls exit() with its client alive: no destructor runs.
+        emit(&format!("DONE {calls} {errors}\n"));
+        std::process::exit(i32::from(errors > 0));
+    }
+    // Dropped as a program ends normally (process::exit runs no destructors).
+    drop(identities);
+    drop(client);
     emit(&format!("DONE {calls} {errors}\n"));
     std::process::exit(i32::from(errors > 0));
 }

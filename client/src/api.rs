@@ -66,11 +66,16 @@ impl Client {
         let layout = imds_cache::layout(config.capacity, config.bytes_per_entry)
             .map_err(|e| Error::Config(NewError::Storage(e)))?;
         let share = config.share.resolve(|name| std::env::var(name).ok());
-        let endpoint = match &explicit {
-            Some(e) => e.url.clone(),
-            None => source::from_env(flavour, &source::process_env)
-                .map_or_else(|_| flavour.name().to_string(), |e| e.url),
+        // The canonical URL (the one requests go to, whose budget a fetch takes), so that an
+        // authority, a token URL and the environment's setting name one table and one budget.
+        let owned = match &explicit {
+            Some(e) => Ok(e.clone()),
+            None => source::from_env(flavour, &source::process_env),
         };
+        let endpoint = owned
+            .ok()
+            .and_then(|e| e.endpoint().ok().map(|e| e.to_string()))
+            .unwrap_or_else(|| flavour.name().to_string());
         let (cache, host, refused) = Self::table(&config, layout, share, &endpoint)?;
         let reader = cache.reader();
         #[cfg(target_os = "linux")]

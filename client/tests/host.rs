@@ -376,6 +376,57 @@ fn layouts_that_differ_use_their_own_tables_and_one_budget() {
 }
 
 #[test]
+fn an_endpoint_named_three_ways_is_one_table_and_one_budget() {
+    let e = emulator(Mode::Imds, 0, |_| {});
+    let dir = Dir::new("names");
+    let authority = shared_client(&e, &dir.0, |_| {});
+    let token_url = shared_client(&e, &dir.0, |c| {
+        if let imds_cache_client::SourceSpec::Explicit(owned) = &mut c.source {
+            owned.url = e.token_url();
+        }
+    });
+    assert_eq!(
+        dir.files("table-").len(),
+        1,
+        "an authority and its token URL: one table"
+    );
+    authority.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    token_url.get_token(&Identity::SYSTEM, &res(ARM)).unwrap();
+    assert_eq!(e.stats().requests, 1);
+    // As an application finds it: from the environment, with a trailing `/`.
+    let (url, share_dir) = (e.url(), dir.0.clone());
+    let child = Child::fork(move || {
+        for (name, _) in std::env::vars() {
+            if name.starts_with("IDENTITY_")
+                || name.starts_with("MSI_")
+                || name.starts_with("IMDS_")
+            {
+                std::env::remove_var(name);
+            }
+        }
+        std::env::set_var("AZURE_POD_IDENTITY_AUTHORITY_HOST", format!("{url}/"));
+        let client = Client::with_config(ClientConfig {
+            share: Share::Host,
+            share_dir: Some(share_dir),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        host_hooks::shares_host(&client) && client.get_token(&Identity::SYSTEM, &res(ARM)).is_ok()
+    });
+    assert!(exited_ok(child.wait()));
+    assert_eq!(
+        dir.files("table-").len(),
+        1,
+        "the environment's URL: the same table"
+    );
+    assert_eq!(
+        e.stats().requests,
+        1,
+        "the child found the token in the host's table"
+    );
+}
+
+#[test]
 fn a_retry_after_seen_by_one_process_holds_back_all() {
     let e = emulator(Mode::Imds, 0, |_| {});
     e.add_fault(FaultRule {
