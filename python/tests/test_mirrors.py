@@ -18,7 +18,11 @@ from conftest import ARM, VAULT, Emulator
 
 def test_token_cache_defaults_are_the_native_ones() -> None:
     params = inspect.signature(TokenCache.__init__).parameters
-    defaults = {k: p.default for k, p in params.items() if k not in ("self", "arc_key_dir", "_clock")}
+    # The optional places (Arc's key directory, the share mode and directory) default to
+    # None: the environment decides them, not a native default.
+    optional = ("self", "arc_key_dir", "share", "share_dir", "_clock")
+    defaults = {k: p.default for k, p in params.items() if k not in optional}
+    assert all(params[k].default is None for k in optional[1:])
     assert defaults == DEFAULTS
     assert DEFAULTS["rate"] == 20 and DEFAULTS["in_flight"] == 5  # IMDS's own limits
     TokenCache(**DEFAULTS)
