@@ -17,8 +17,9 @@
  * never asks the real IMDS address. --endpoint env (the default) detects it from the
  * environment as an application on a VM does (imds_cache_config_set_endpoint_from_env) and
  * checks the handle's flavour is IMDS; --endpoint explicit sets that URL as an explicit IMDS
- * endpoint (imds_cache_config_set_endpoint). --dir is exported as IMDS_CACHE_DIR (where the C library looks for the
- * host's files; a 0700 directory of this user) before the handle is made. --deadline-s is
+ * endpoint (imds_cache_config_set_endpoint). --dir is exported as IMDS_CACHE_DIR (where the
+ * C library looks for the host's files; a 0700 directory of this user) before the handle is
+ * made. --deadline-s is
  * each call's deadline (imds_cache_config_set_timeouts_ms). --start-at waits until that
  * wall-clock time (Unix milliseconds) before the threads start, so that several processes
  * start at once. warm: every thread asks every (client id, resource) pair once, in its own

@@ -20,7 +20,7 @@ emulator injects transient, retried faults at the start (503s, 500s, connection 
 answers) and the driver SIGKILLs workers (starting a new one in each one's place) and
 SIGSTOPs others for up to 2 s, at seeded random times. Then checks: every token a call
 returned is one the emulator issued for exactly that (client id, resource); answers 200 per key
-<= 1 + the kills' and stops' allowance; the emulator saw at most rate + slack arrivals per
+<= 1 + the kills' and stops' allowance; the emulator saw at most rate (20) arrivals per
 window and at most 5 in flight, and sent no 429; no call failed or overran its deadline; every
 worker not killed stopped by itself and reported DONE; none fell back to a cache of its own.
 
