@@ -19,12 +19,11 @@
  * checks the handle's flavour is IMDS; --endpoint explicit sets that URL as an explicit IMDS
  * endpoint (imds_cache_config_set_endpoint). --dir is exported as IMDS_CACHE_DIR (where the
  * C library looks for the host's files; a 0700 directory of this user) before the handle is
- * made. --deadline-s is
- * each call's deadline (imds_cache_config_set_timeouts_ms). --start-at waits until that
- * wall-clock time (Unix milliseconds) before the threads start, so that several processes
- * start at once. warm: every thread asks every (client id, resource) pair once, in its own
- * seeded order, the threads released together. loop: every thread asks random pairs for
- * --seconds, sleeping --pause-ms between calls.
+ * made. --deadline-s is each call's deadline (imds_cache_config_set_timeouts_ms). --start-at
+ * waits until that wall-clock time (Unix milliseconds) before the threads start, so that
+ * several processes start at once. warm: every thread asks every (client id, resource) pair
+ * once, in its own seeded order, the threads released together. loop: every thread asks
+ * random pairs for --seconds, sleeping --pause-ms between calls.
  *
  * Output on stdout, one line per call, written whole and flushed (a killed worker's lines so
  * far are whole):

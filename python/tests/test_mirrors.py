@@ -20,9 +20,9 @@ def test_token_cache_defaults_are_the_native_ones() -> None:
     params = inspect.signature(TokenCache.__init__).parameters
     # The optional places (Arc's key directory, the share mode and directory) default to
     # None: the environment decides them, not a native default.
-    optional = ("self", "arc_key_dir", "share", "share_dir", "_clock")
-    defaults = {k: p.default for k, p in params.items() if k not in optional}
-    assert all(params[k].default is None for k in optional[1:])
+    optional = ("arc_key_dir", "share", "share_dir", "_clock")
+    assert all(params[k].default is None for k in optional)
+    defaults = {k: p.default for k, p in params.items() if k != "self" and k not in optional}
     assert defaults == DEFAULTS
     assert DEFAULTS["rate"] == 20 and DEFAULTS["in_flight"] == 5  # IMDS's own limits
     TokenCache(**DEFAULTS)
