@@ -120,6 +120,10 @@ impl Shared {
             .request_at(ticket, &endpoint, self.now_ms(), &mut request);
         let mut to = match first {
             Ok(d) => d,
+            // The lease ended before the request was written (it lapsed while this fetch
+            // waited for a permit, or another process took it over): another caller owns the
+            // key now, and this one waits for that fetch.
+            Err(CacheError::StaleTicket) => return Ok(None),
             Err(e) => return Err(self.abandon(ticket, Error::Request(request_error(e)))),
         };
         if let Some(key) = told.key {

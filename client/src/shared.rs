@@ -438,4 +438,52 @@ mod tests {
         // Counted, though the core never saw the hit.
         assert_eq!(client.stats().hits, hits + 1);
     }
+
+    /// A fetch whose lease was ended before its request was written (taken over by another
+    /// process, say) sends nothing and returns no error: the caller goes on to wait for the
+    /// key's new owner instead of failing.
+    #[test]
+    #[cfg_attr(miri, ignore = "talks to the emulator over a socket")]
+    fn a_fetch_whose_lease_was_taken_over_sends_nothing_and_fails_no_one() {
+        let e = Emulator::start(Config::new(Mode::Imds)).expect("emulator");
+        let client = Client::with_config(ClientConfig {
+            source: SourceSpec::Explicit(OwnedEndpoint {
+                flavour: imds_cache::Flavour::Imds,
+                url: e.url(),
+                secret: None,
+                default_client_id: None,
+            }),
+            refresher: false,
+            ..ClientConfig::default()
+        })
+        .expect("client");
+        let resource = Resource::new("https://management.azure.com").expect("resource");
+        let shared = &client.shared;
+        let key = imds_cache::Key {
+            flavour: shared.flavour,
+            identity: Identity::SYSTEM,
+            resource,
+        };
+        let ticket = {
+            let mut state = shared.state.lock();
+            let mut out = [0u8; 16 * 1024];
+            let lookup = state.cache.lookup(&key, shared.now_ms(), &mut out);
+            let Ok(imds_cache::Lookup::Fetch(ticket)) = lookup else {
+                panic!("a cold key hands out a ticket");
+            };
+            state
+                .cache
+                .end_lease(ticket)
+                .expect("a live ticket's lease ends");
+            ticket
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let outcome = shared.fetch(ticket, Some(&key), Some(deadline), 1, false);
+        assert!(matches!(outcome, Ok(None)), "{outcome:?}");
+        assert_eq!(e.stats().requests, 0, "a stale ticket sends no request");
+        client
+            .get_token(&Identity::SYSTEM, &resource)
+            .expect("the next call fetches the key");
+        assert_eq!(e.stats().requests, 1);
+    }
 }
